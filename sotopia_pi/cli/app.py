@@ -1,0 +1,37 @@
+"""The Typer application and the helpers every command shares."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+
+app = typer.Typer(
+    name="sotopia-pi",
+    help="A terminal studio for socially intelligent language agents. Run with no arguments for the TUI.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document on stdout (what every `--json` flag promises)."""
+    if isinstance(document, BaseModel):
+        document = document.model_dump(mode="json")
+    json.dump(document, sys.stdout, ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def fail(message: str, code: int = 1) -> "typer.Exit":
+    """Print a clear error on stderr and return the Exit to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def progress(message: str) -> None:
+    """Progress for long runs goes to stderr so that stdout stays one JSON document."""
+    typer.echo(message, err=True)

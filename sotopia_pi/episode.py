@@ -1,0 +1,151 @@
+"""Episode records: actions, turns, episodes and their evaluations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .profiles import new_id
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class ActionType(StrEnum):
+    none = "none"
+    speak = "speak"
+    non_verbal = "non-verbal communication"
+    action = "action"
+    leave = "leave"
+
+
+# Fixed order: SOTOPIA built this list from a set, so its order changed between runs.
+ACTION_TYPES: tuple[str, ...] = tuple(a.value for a in ActionType)
+
+ARGUMENT_MAX_CHARS = 300
+
+
+class AgentAction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    action_type: ActionType
+    argument: str = ""
+
+    def to_natural_language(self) -> str:
+        match self.action_type:
+            case ActionType.none:
+                return "did nothing"
+            case ActionType.speak:
+                return f'said: "{self.argument}"'
+            case ActionType.non_verbal:
+                return f"[non-verbal communication] {self.argument}"
+            case ActionType.action:
+                return f"[action] {self.argument}"
+            case ActionType.leave:
+                return "left the conversation"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def action_json_schema() -> dict:
+    """The JSON schema agents must answer with; enum and maxLength keep small models in bounds."""
+    return {
+        "type": "object",
+        "properties": {
+            "action_type": {"type": "string", "enum": list(ACTION_TYPES)},
+            "argument": {"type": "string", "maxLength": ARGUMENT_MAX_CHARS},
+        },
+        "required": ["action_type", "argument"],
+    }
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class EpisodeStatus(StrEnum):
+    running = "running"
+    paused = "paused"
+    finished = "finished"
+    failed = "failed"
+
+
+class Turn(BaseModel):
+    """One action by one agent, committed to the store the moment it is taken."""
+
+    episode_id: str
+    index: int = Field(ge=0)
+    agent: int = Field(ge=0, le=1)
+    action_type: ActionType
+    argument: str = ""
+    model: str = ""
+    by_human: bool = False
+    prompt: list[ChatMessage] = Field(default_factory=list)
+    raw_output: str = ""
+    parse_note: str = ""
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    edited_argument: str | None = None
+    created_at: str = Field(default_factory=utc_now)
+
+    @property
+    def action(self) -> AgentAction:
+        return AgentAction(action_type=self.action_type, argument=self.argument)
+
+
+class Episode(BaseModel):
+    id: str = Field(default_factory=new_id)
+    scenario_id: str
+    agent_ids: list[str] = Field(min_length=2, max_length=2)
+    agent_models: list[str] = Field(min_length=2, max_length=2)
+    judge_model: str = ""
+    status: EpisodeStatus = EpisodeStatus.running
+    max_turns: int = 20
+    live_eval: bool = True
+    end_reason: str = ""
+    last_error: str = ""
+    settings: dict = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    created_at: str = Field(default_factory=utc_now)
+    updated_at: str = Field(default_factory=utc_now)
+
+
+class DimensionScore(BaseModel):
+    score: int
+    reasoning: str = ""
+
+
+class AgentEvaluation(BaseModel):
+    """One agent's scores, or the reason the judge could not produce them."""
+
+    scores: dict[str, DimensionScore] = Field(default_factory=dict)
+    overall: float | None = None
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class Evaluation(BaseModel):
+    id: str = Field(default_factory=new_id)
+    episode_id: str
+    kind: Literal["provisional", "terminal"]
+    after_turn: int = Field(description="index of the last turn the judge saw; -1 if none")
+    judge_model: str
+    dimension_set: str = "sotopia"
+    agents: list[AgentEvaluation] = Field(min_length=2, max_length=2)
+    latency_ms: float = 0.0
+    created_at: str = Field(default_factory=utc_now)
+
+    @property
+    def ok(self) -> bool:
+        return all(agent.ok for agent in self.agents)

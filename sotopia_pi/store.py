@@ -1,0 +1,487 @@
+"""The SQLite store: profiles, episodes, turns and evaluations.
+
+One file in WAL mode so that the TUI can read while a runner thread writes and a killed
+process loses nothing that was committed. Records are stored as their pydantic JSON plus the
+few columns we filter and sort on. The schema is versioned with PRAGMA user_version; each
+entry of MIGRATIONS moves it one step forward.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from . import paths
+from .episode import Episode, EpisodeStatus, Evaluation, Turn, utc_now
+from .profiles import Character, Pairing, Relationship, Scenario
+
+MIGRATIONS: list[str] = [
+    # 1: profiles, episodes, turns, evaluations
+    """
+    CREATE TABLE characters (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        source_record TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE relationships (
+        id TEXT PRIMARY KEY,
+        agent1_id TEXT NOT NULL,
+        agent2_id TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        source_record TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX relationships_level ON relationships(level);
+    CREATE TABLE scenarios (
+        id TEXT PRIMARY KEY,
+        codename TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        data TEXT NOT NULL,
+        source_record TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX scenarios_codename ON scenarios(codename);
+    CREATE TABLE pairings (
+        id TEXT PRIMARY KEY,
+        scenario_id TEXT NOT NULL,
+        agent1_id TEXT NOT NULL,
+        agent2_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        source_record TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX pairings_scenario ON pairings(scenario_id);
+    CREATE TABLE episodes (
+        id TEXT PRIMARY KEY,
+        scenario_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        agent1_model TEXT NOT NULL,
+        agent2_model TEXT NOT NULL,
+        judge_model TEXT NOT NULL,
+        turn_count INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX episodes_created ON episodes(created_at);
+    CREATE INDEX episodes_scenario ON episodes(scenario_id);
+    CREATE INDEX episodes_status ON episodes(status);
+    CREATE TABLE turns (
+        episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        agent INTEGER NOT NULL,
+        action_type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (episode_id, idx)
+    );
+    CREATE TABLE evaluations (
+        id TEXT PRIMARY KEY,
+        episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        after_turn INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX evaluations_episode ON evaluations(episode_id, kind);
+    CREATE TABLE episode_tags (
+        episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (episode_id, tag)
+    );
+    CREATE INDEX episode_tags_tag ON episode_tags(tag);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Store:
+    """Thread-safe access to one SQLite file. Every write commits before it returns."""
+
+    def __init__(self, path: Path | str | None = None):
+        self.path = Path(path) if path else paths.database_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this sotopia-pi "
+                    f"understands ({SCHEMA_VERSION}); upgrade sotopia-pi"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                self._conn.executescript(
+                    "BEGIN;" + MIGRATIONS[number] + f"; PRAGMA user_version={number + 1}; COMMIT;"
+                )
+
+    @property
+    def schema_version(self) -> int:
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    @staticmethod
+    def _load(model: type[R], rows: list[sqlite3.Row]) -> list[R]:
+        return [model.model_validate_json(row["data"]) for row in rows]
+
+    # -- profiles -------------------------------------------------------------------------
+
+    def save_character(self, character: Character, source_record: dict | None = None) -> None:
+        self._save_profile(
+            "characters",
+            character,
+            source_record,
+            name=character.name,
+        )
+
+    def save_relationship(self, rel: Relationship, source_record: dict | None = None) -> None:
+        self._save_profile(
+            "relationships",
+            rel,
+            source_record,
+            agent1_id=rel.agent1_id,
+            agent2_id=rel.agent2_id,
+            level=int(rel.relationship),
+        )
+
+    def save_scenario(self, scenario: Scenario, source_record: dict | None = None) -> None:
+        self._save_profile(
+            "scenarios",
+            scenario,
+            source_record,
+            codename=scenario.codename,
+            level=int(scenario.relationship),
+            source=scenario.source,
+        )
+
+    def save_pairing(self, pairing: Pairing, source_record: dict | None = None) -> None:
+        self._save_profile(
+            "pairings",
+            pairing,
+            source_record,
+            scenario_id=pairing.scenario_id,
+            agent1_id=pairing.agent_ids[0],
+            agent2_id=pairing.agent_ids[1],
+        )
+
+    def _save_profile(
+        self, table: str, record: BaseModel, source_record: dict | None, **columns: Any
+    ) -> None:
+        """Insert or replace; a record keeps its original creation time and source record."""
+        values = {
+            "id": record.id,  # type: ignore[attr-defined]
+            **columns,
+            "data": record.model_dump_json(),
+            "source_record": json.dumps(source_record) if source_record is not None else None,
+            "created_at": utc_now(),
+        }
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        kept = {"id", "created_at", "source_record"}
+        updates = ", ".join(f"{name}=excluded.{name}" for name in values if name not in kept)
+        if source_record is not None:
+            updates += ", source_record=excluded.source_record"
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+                f"ON CONFLICT(id) DO UPDATE SET {updates}",
+                tuple(values.values()),
+            )
+
+    def source_record(self, table: str, record_id: str) -> dict | None:
+        """The record as it was imported (kept so a re-export reproduces it exactly)."""
+        if table not in {"characters", "relationships", "scenarios", "pairings"}:
+            raise ValueError(table)
+        rows = self._query(f"SELECT source_record FROM {table} WHERE id=?", (record_id,))
+        if not rows or rows[0]["source_record"] is None:
+            return None
+        return json.loads(rows[0]["source_record"])
+
+    def characters(self) -> list[Character]:
+        return self._load(Character, self._query("SELECT data FROM characters ORDER BY name, id"))
+
+    def character(self, character_id: str) -> Character:
+        rows = self._query("SELECT data FROM characters WHERE id=?", (character_id,))
+        if not rows:
+            raise NotFound(f"no character with id {character_id!r}")
+        return Character.model_validate_json(rows[0]["data"])
+
+    def find_characters(self, name_or_id: str) -> list[Character]:
+        """Characters whose id equals, or whose full name contains, the text (case-insensitive)."""
+        text = name_or_id.strip().lower()
+        return [c for c in self.characters() if c.id.lower() == text or text in c.name.lower()]
+
+    def relationships(self, level: int | None = None) -> list[Relationship]:
+        if level is None:
+            rows = self._query("SELECT data FROM relationships ORDER BY created_at, id")
+        else:
+            rows = self._query(
+                "SELECT data FROM relationships WHERE level=? ORDER BY created_at, id", (level,)
+            )
+        return self._load(Relationship, rows)
+
+    def scenarios(self) -> list[Scenario]:
+        return self._load(Scenario, self._query("SELECT data FROM scenarios ORDER BY codename, id"))
+
+    def scenario(self, id_or_codename: str) -> Scenario:
+        """A scenario by id, or by codename when exactly one scenario has it."""
+        rows = self._query("SELECT data FROM scenarios WHERE id=?", (id_or_codename,))
+        if not rows:
+            rows = self._query("SELECT data FROM scenarios WHERE codename=?", (id_or_codename,))
+            if len(rows) > 1:
+                ids = ", ".join(Scenario.model_validate_json(r["data"]).id for r in rows)
+                raise NotFound(f"codename {id_or_codename!r} is shared by several scenarios: {ids}")
+        if not rows:
+            raise NotFound(f"no scenario with id or codename {id_or_codename!r}")
+        return Scenario.model_validate_json(rows[0]["data"])
+
+    def pairings(self, scenario_id: str | None = None) -> list[Pairing]:
+        if scenario_id is None:
+            rows = self._query("SELECT data FROM pairings ORDER BY created_at, id")
+        else:
+            rows = self._query(
+                "SELECT data FROM pairings WHERE scenario_id=? ORDER BY created_at, id",
+                (scenario_id,),
+            )
+        return self._load(Pairing, rows)
+
+    def pairing(self, pairing_id: str) -> Pairing:
+        rows = self._query("SELECT data FROM pairings WHERE id=?", (pairing_id,))
+        if not rows:
+            raise NotFound(f"no pairing with id {pairing_id!r}")
+        return Pairing.model_validate_json(rows[0]["data"])
+
+    def counts(self) -> dict[str, int]:
+        tables = ("characters", "relationships", "scenarios", "pairings", "episodes")
+        return {t: self._query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"] for t in tables}
+
+    # -- episodes -------------------------------------------------------------------------
+
+    def save_episode(self, episode: Episode) -> None:
+        episode.updated_at = utc_now()
+        turn_count = self._query("SELECT COUNT(*) AS n FROM turns WHERE episode_id=?", (episode.id,))
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO episodes (id, scenario_id, status, agent1_model, agent2_model, "
+                "judge_model, turn_count, created_at, updated_at, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "status=excluded.status, agent1_model=excluded.agent1_model, "
+                "agent2_model=excluded.agent2_model, judge_model=excluded.judge_model, "
+                "updated_at=excluded.updated_at, data=excluded.data",
+                (
+                    episode.id,
+                    episode.scenario_id,
+                    episode.status.value,
+                    episode.agent_models[0],
+                    episode.agent_models[1],
+                    episode.judge_model,
+                    turn_count[0]["n"],
+                    episode.created_at,
+                    episode.updated_at,
+                    episode.model_dump_json(),
+                ),
+            )
+            conn.execute("DELETE FROM episode_tags WHERE episode_id=?", (episode.id,))
+            conn.executemany(
+                "INSERT INTO episode_tags (episode_id, tag) VALUES (?, ?)",
+                [(episode.id, tag) for tag in dict.fromkeys(episode.tags)],
+            )
+
+    def episode(self, episode_id: str) -> Episode:
+        rows = self._query("SELECT data FROM episodes WHERE id=?", (episode_id,))
+        if not rows:
+            rows = self._query("SELECT data FROM episodes WHERE id LIKE ?", (episode_id + "%",))
+            if len(rows) > 1:
+                raise NotFound(f"episode id prefix {episode_id!r} is ambiguous")
+        if not rows:
+            raise NotFound(f"no episode with id {episode_id!r}")
+        return Episode.model_validate_json(rows[0]["data"])
+
+    def episodes(
+        self,
+        *,
+        status: EpisodeStatus | str | None = None,
+        scenario_id: str | None = None,
+        model: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Episode]:
+        """Episodes newest first, optionally filtered."""
+        clauses, params = self._episode_filters(status, scenario_id, model, tag)
+        sql = "SELECT data FROM episodes"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        return self._load(Episode, self._query(sql, params))
+
+    def episode_rows(self, **filters: Any) -> list[dict]:
+        """Light rows for lists: id, scenario, status, models, turn count; newest first."""
+        limit = filters.pop("limit", None)
+        clauses, params = self._episode_filters(**filters)
+        sql = (
+            "SELECT id, scenario_id, status, agent1_model, agent2_model, judge_model, "
+            "turn_count, created_at, updated_at FROM episodes"
+        )
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [dict(row) for row in self._query(sql, params)]
+
+    @staticmethod
+    def _episode_filters(
+        status: EpisodeStatus | str | None = None,
+        scenario_id: str | None = None,
+        model: str | None = None,
+        tag: str | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append("status=?")
+            params.append(str(status))
+        if scenario_id is not None:
+            clauses.append("scenario_id=?")
+            params.append(scenario_id)
+        if model is not None:
+            clauses.append("(agent1_model=? OR agent2_model=?)")
+            params += [model, model]
+        if tag is not None:
+            clauses.append("id IN (SELECT episode_id FROM episode_tags WHERE tag=?)")
+            params.append(tag)
+        return clauses, params
+
+    def delete_episode(self, episode_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM episodes WHERE id=?", (episode_id,))
+
+    # -- turns ----------------------------------------------------------------------------
+
+    def add_turn(self, turn: Turn) -> None:
+        """Commit one turn; its index must be the next one in the episode."""
+        with self.transaction() as conn:
+            expected = conn.execute(
+                "SELECT COUNT(*) FROM turns WHERE episode_id=?", (turn.episode_id,)
+            ).fetchone()[0]
+            if turn.index != expected:
+                raise StoreError(
+                    f"turn {turn.index} of episode {turn.episode_id} is out of order "
+                    f"(the next turn is {expected})"
+                )
+            conn.execute(
+                "INSERT INTO turns (episode_id, idx, agent, action_type, data) VALUES (?, ?, ?, ?, ?)",
+                (turn.episode_id, turn.index, turn.agent, turn.action_type.value, turn.model_dump_json()),
+            )
+            conn.execute(
+                "UPDATE episodes SET turn_count=?, updated_at=? WHERE id=?",
+                (turn.index + 1, utc_now(), turn.episode_id),
+            )
+
+    def update_turn(self, turn: Turn) -> None:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE turns SET data=?, action_type=? WHERE episode_id=? AND idx=?",
+                (turn.model_dump_json(), turn.action_type.value, turn.episode_id, turn.index),
+            )
+            if cursor.rowcount != 1:
+                raise NotFound(f"no turn {turn.index} in episode {turn.episode_id}")
+
+    def turns(self, episode_id: str) -> list[Turn]:
+        rows = self._query("SELECT data FROM turns WHERE episode_id=? ORDER BY idx", (episode_id,))
+        return self._load(Turn, rows)
+
+    # -- evaluations ----------------------------------------------------------------------
+
+    def add_evaluation(self, evaluation: Evaluation) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO evaluations (id, episode_id, kind, after_turn, ok, created_at, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    evaluation.id,
+                    evaluation.episode_id,
+                    evaluation.kind,
+                    evaluation.after_turn,
+                    int(evaluation.ok),
+                    evaluation.created_at,
+                    evaluation.model_dump_json(),
+                ),
+            )
+
+    def evaluations(self, episode_id: str, kind: str | None = None) -> list[Evaluation]:
+        sql = "SELECT data FROM evaluations WHERE episode_id=?"
+        params: list[Any] = [episode_id]
+        if kind is not None:
+            sql += " AND kind=?"
+            params.append(kind)
+        sql += " ORDER BY after_turn, created_at"
+        return self._load(Evaluation, self._query(sql, params))
+
+    def terminal_evaluation(self, episode_id: str) -> Evaluation | None:
+        """The newest terminal evaluation: the official score of an episode."""
+        rows = self._query(
+            "SELECT data FROM evaluations WHERE episode_id=? AND kind='terminal' "
+            "ORDER BY created_at DESC LIMIT 1",
+            (episode_id,),
+        )
+        return Evaluation.model_validate_json(rows[0]["data"]) if rows else None
