@@ -1,0 +1,158 @@
+"""Prompts for agents and the judge, and the parsing of what models answer. Pure functions.
+
+An agent's prompt is two messages. The system message holds the role-play instructions and the
+context the agent may see; it never changes during an episode. The user message is the dialogue
+so far, one "Turn #k: ..." line per action, then a closing block that starts with
+"You are at Turn #". Each new turn only appends lines to the history, so a backend that keeps the
+agent's KV cache re-reads only the new lines and the closing block.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+import json_repair
+from pydantic import ValidationError
+
+from .episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Turn
+from .visibility import View
+
+HISTORY_HEADER = "Conversation so far:"
+NO_HISTORY = "(Nothing has happened yet. You act first.)"
+CLOSING_PREFIX = "You are at Turn #"
+
+
+def system_prompt(name: str, view: View) -> str:
+    return (
+        f"You are {name}. You are taking part in a social interaction and you stay in character as "
+        f"{name} for the whole of it: speak and act as {name} would, with their personality, their "
+        "background and their own goal in mind. Your goal is private: the other person does not "
+        "know it, and you do not know theirs. Be natural and brief, react to what the other person "
+        "actually said, and do not repeat yourself.\n\n"
+        "What you know about this interaction:\n"
+        f"{view.render()}"
+    )
+
+
+def turn_line(turn_index: int, name: str, action: AgentAction) -> str:
+    return f"Turn #{turn_index}: {name} {action.to_natural_language()}"
+
+
+def history_lines(turns: Sequence[Turn], names: Sequence[str]) -> list[str]:
+    """The dialogue as both agents saw it; idle turns leave no line."""
+    return [
+        turn_line(turn.index, names[turn.agent], turn.action)
+        for turn in turns
+        if turn.action_type != ActionType.none
+    ]
+
+
+def closing_block(turn_index: int, name: str) -> str:
+    kinds = ", ".join(ACTION_TYPES)
+    return (
+        f"{CLOSING_PREFIX}{turn_index}. It is {name}'s move. Choose one action type from: {kinds}.\n"
+        '- "speak": the argument is what you say out loud.\n'
+        '- "non-verbal communication": the argument is a gesture or facial expression.\n'
+        '- "action": the argument is something you physically do.\n'
+        '- "leave": you end the conversation (your goal is met, or you cannot or will not go on); '
+        "the argument is empty.\n"
+        '- "none": you do nothing this turn; the argument is empty.\n'
+        'Answer with one JSON object and nothing else, like {"action_type": "speak", "argument": "..."}.'
+    )
+
+
+def agent_messages(
+    name: str, view: View, history: Sequence[str], turn_index: int
+) -> list[ChatMessage]:
+    body = "\n".join(history) if history else NO_HISTORY
+    user = f"{HISTORY_HEADER}\n{body}\n\n{closing_block(turn_index, name)}"
+    return [
+        ChatMessage(role="system", content=system_prompt(name, view)),
+        ChatMessage(role="user", content=user),
+    ]
+
+
+# -- parsing agent output -----------------------------------------------------------------
+
+_TYPE_ALIASES = {
+    "say": ActionType.speak,
+    "talk": ActionType.speak,
+    "speech": ActionType.speak,
+    "non-verbal": ActionType.non_verbal,
+    "nonverbal": ActionType.non_verbal,
+    "non verbal communication": ActionType.non_verbal,
+    "gesture": ActionType.non_verbal,
+    "act": ActionType.action,
+    "exit": ActionType.leave,
+    "quit": ActionType.leave,
+    "nothing": ActionType.none,
+    "": ActionType.none,
+}
+
+
+def load_json_object(text: str) -> dict | None:
+    """The first JSON object in a model's text, repairing what small models get wrong
+    (code fences, trailing commas, unquoted keys, cut-off strings). None if there is none."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    try:
+        value = json.loads(stripped, strict=False)
+    except json.JSONDecodeError:
+        start = stripped.find("{")
+        if start < 0:
+            return None
+        value = json_repair.loads(stripped[start:])
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, dict)), None)
+    return value if isinstance(value, dict) else None
+
+
+def parse_action(text: str) -> tuple[AgentAction, str]:
+    """Turn a model's answer into an action, and say what had to be repaired ("" if nothing).
+
+    Plain prose with no JSON becomes speech: a model that forgot the format still meant to say
+    something, and turning it into "none" would end the episode as stale.
+    """
+    data = load_json_object(text)
+    if data is None:
+        prose = text.strip()
+        if not prose:
+            return AgentAction(action_type=ActionType.none), "empty output; taken as none"
+        return AgentAction(action_type=ActionType.speak, argument=prose), "no JSON; taken as speech"
+    if "properties" in data and isinstance(data["properties"], dict):
+        data = data["properties"]
+    raw_type = str(data.get("action_type", "")).strip().lower()
+    argument = data.get("argument", "")
+    argument = argument if isinstance(argument, str) else json.dumps(argument)
+    note = ""
+    try:
+        action_type = ActionType(raw_type)
+    except ValueError:
+        action_type = _TYPE_ALIASES.get(raw_type, ActionType.speak if argument else ActionType.none)
+        note = f"unknown action type {raw_type!r}; taken as {action_type.value}"
+    if action_type in (ActionType.none, ActionType.leave):
+        argument = ""
+    try:
+        return AgentAction(action_type=action_type, argument=argument.strip()), note
+    except ValidationError as error:  # pragma: no cover - the fields above are always valid
+        return AgentAction(action_type=ActionType.none), f"invalid action: {error}"
+
+
+_PARTIAL_ARGUMENT = re.compile(r'"argument"\s*:\s*"((?:[^"\\]|\\.)*)', re.S)
+
+
+def partial_argument(streamed: str) -> str:
+    """The argument text so far, from a JSON action that is still being generated."""
+    match = _PARTIAL_ARGUMENT.search(streamed)
+    if not match:
+        return ""
+    raw = match.group(1)
+    if raw.endswith("\\"):
+        raw = raw[:-1]
+    try:
+        return json.loads(f'"{raw}"', strict=False)
+    except json.JSONDecodeError:
+        return raw.replace('\\"', '"').replace("\\n", "\n")
