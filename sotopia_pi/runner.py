@@ -1,0 +1,451 @@
+"""The episode runner: two agents take turns, each turn is committed before the next begins.
+
+Round-robin: agent 0 acts on even turns, agent 1 on odd turns. An episode ends when an agent
+leaves, when it reaches its turn limit, or when it goes stale (`stale_limit` idle turns in a
+row). Then the judge gives the terminal, official score.
+
+A runner is driven from one thread (`run` or `step`); other threads may call `pause`, `stop`,
+`take_over`, `hand_back` and `set_model` at any moment. A backend failure pauses the episode
+with the error recorded; nothing already played is lost, and `resume_episode` (or
+`sotopia-pi resume`) continues it later, in this process or another.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .backends import BackendError, Cancelled, ChatBackend, create_backend, parse_model_name
+from .backends.human import HumanBackend
+from .episode import (
+    ActionType,
+    AgentAction,
+    Episode,
+    EpisodeStatus,
+    Evaluation,
+    Turn,
+    action_json_schema,
+)
+from .judge import Judge, LiveEvaluator, load_dimension_set
+from .profiles import Character, Scenario
+from .prompts import agent_messages, history_lines, parse_action, partial_argument
+from .store import Store
+from .visibility import HINT_TAGS, agent_view
+
+DEFAULT_MAX_TURNS = 20
+DEFAULT_STALE_LIMIT = 2
+LLAMA_KINDS = {"embedded", "gguf", "catalog"}
+
+
+class RunnerEvents:
+    """Callbacks from the runner's thread. Override what you need; all default to nothing.
+    They run on the runner's (or the live judge's) thread: keep them quick and thread-safe."""
+
+    def turn_started(self, episode_id: str, index: int, agent: int, by_human: bool) -> None: ...
+
+    def token(self, episode_id: str, index: int, agent: int, argument_so_far: str) -> None: ...
+
+    def turn_committed(self, turn: Turn) -> None: ...
+
+    def evaluation(self, evaluation: Evaluation) -> None: ...
+
+    def status_changed(self, episode: Episode) -> None: ...
+
+
+class EpisodeError(RuntimeError):
+    pass
+
+
+@dataclass
+class EpisodeSetup:
+    """Everything needed to start an episode; `new_episode` checks it and stores the record."""
+
+    scenario_id: str
+    agent_ids: tuple[str, str]
+    agent_models: tuple[str, str] = ("embedded", "embedded")
+    judge_model: str = "embedded"
+    max_turns: int = DEFAULT_MAX_TURNS
+    live_eval: bool = True
+    stale_limit: int = DEFAULT_STALE_LIMIT
+    temperature: float = 0.7
+    max_tokens: int = 200
+    dimension_set: str = "sotopia"
+    tags: tuple[str, ...] = ()
+
+
+def new_episode(store: Store, setup: EpisodeSetup) -> Episode:
+    scenario = store.scenario(setup.scenario_id)
+    for character_id in setup.agent_ids:
+        store.character(character_id)
+    if setup.agent_ids[0] == setup.agent_ids[1]:
+        raise EpisodeError("the two agents must play two different characters")
+    if setup.max_turns < 1:
+        raise EpisodeError("max turns must be at least 1")
+    for name in (*setup.agent_models, setup.judge_model):
+        if name:
+            parse_model_name(name)
+    load_dimension_set(setup.dimension_set)
+    episode = Episode(
+        scenario_id=scenario.id,
+        agent_ids=list(setup.agent_ids),
+        agent_models=list(setup.agent_models),
+        judge_model=setup.judge_model,
+        max_turns=setup.max_turns,
+        live_eval=setup.live_eval and bool(setup.judge_model),
+        status=EpisodeStatus.paused,
+        tags=list(setup.tags),
+        settings={
+            "stale_limit": setup.stale_limit,
+            "temperature": setup.temperature,
+            "max_tokens": setup.max_tokens,
+            "dimension_set": setup.dimension_set,
+        },
+    )
+    store.save_episode(episode)
+    return episode
+
+
+def end_reason(turns: Sequence[Turn], names: Sequence[str], max_turns: int, stale_limit: int) -> str:
+    """Why the episode is over after these turns, or "" if it goes on."""
+    if turns and turns[-1].action_type == ActionType.leave:
+        return f"{names[turns[-1].agent]} left the conversation"
+    if len(turns) >= max_turns:
+        return f"reached the turn limit ({max_turns})"
+    recent = turns[-stale_limit:]
+    if stale_limit > 0 and len(recent) == stale_limit and all(
+        t.action_type == ActionType.none for t in recent
+    ):
+        return f"the conversation went stale ({stale_limit} idle turns in a row)"
+    return ""
+
+
+class EpisodeRunner:
+    def __init__(
+        self,
+        store: Store,
+        episode_id: str,
+        *,
+        events: RunnerEvents | None = None,
+        backends: dict[int, ChatBackend] | None = None,
+        judge_backend: ChatBackend | None = None,
+        backend_factory: Callable[..., ChatBackend] = create_backend,
+    ):
+        self.store = store
+        self.episode = store.episode(episode_id)
+        self.scenario: Scenario = store.scenario(self.episode.scenario_id)
+        self.characters: tuple[Character, Character] = (
+            store.character(self.episode.agent_ids[0]),
+            store.character(self.episode.agent_ids[1]),
+        )
+        self.names = (self.characters[0].name, self.characters[1].name)
+        self.views = tuple(agent_view(self.scenario, self.characters, side, HINT_TAGS) for side in (0, 1))
+        self.turns: list[Turn] = store.turns(episode_id)
+        self.events = events or RunnerEvents()
+        self._factory = backend_factory
+        self._lock = threading.RLock()
+        self._models: dict[int, ChatBackend] = dict(backends or {})
+        self._humans: dict[int, HumanBackend] = {}
+        self._judge_backend = judge_backend
+        self._judge: Judge | None = None
+        self._live: LiveEvaluator | None = None
+        self._pause = threading.Event()
+        self._stop = threading.Event()
+        self._turn_cancel = threading.Event()
+        self._current_side: int | None = None
+        for side, model in enumerate(self.episode.agent_models):
+            if parse_model_name(model).is_human and side not in self._models:
+                self._humans[side] = HumanBackend()
+
+    # -- settings -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> dict:
+        return self.episode.settings
+
+    @property
+    def finished(self) -> bool:
+        return self.episode.status in (EpisodeStatus.finished, EpisodeStatus.failed)
+
+    def _thread_options(self, model: str, role: str) -> dict:
+        """llama.cpp threads: share the cores between agents and a live judge instead of
+        oversubscribing them (decode collapses when both use every core)."""
+        if parse_model_name(model).kind not in LLAMA_KINDS:
+            return {}
+        cores = os.cpu_count() or 2
+        if self.episode.live_eval and cores <= 4:
+            return {"n_threads": max(1, cores // 2)}
+        return {}
+
+    def _agent_backend(self, side: int) -> ChatBackend:
+        if side in self._humans:
+            return self._humans[side]
+        with self._lock:
+            if side not in self._models:
+                model = self.episode.agent_models[side]
+                self._models[side] = self._factory(model, **self._thread_options(model, "agent"))
+            return self._models[side]
+
+    def judge(self) -> Judge | None:
+        if not self.episode.judge_model and self._judge_backend is None:
+            return None
+        if self._judge is None:
+            backend = self._judge_backend or self._factory(
+                self.episode.judge_model,
+                **self._thread_options(self.episode.judge_model, "judge"),
+            )
+            self._judge_backend = backend
+            self._judge = Judge(backend, load_dimension_set(self.settings.get("dimension_set", "sotopia")))
+        return self._judge
+
+    # -- control from other threads -------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop after the turn in progress (a person's pending turn is abandoned)."""
+        self._pause.set()
+        if self._current_side in self._humans:
+            self._turn_cancel.set()
+
+    def stop(self) -> None:
+        """End the episode now; the turn in progress is abandoned and the judge scores the rest."""
+        self._stop.set()
+        self._turn_cancel.set()
+
+    def human(self, side: int) -> HumanBackend | None:
+        return self._humans.get(side)
+
+    def is_human(self, side: int) -> bool:
+        return side in self._humans
+
+    def take_over(self, side: int) -> HumanBackend:
+        """A person plays `side` from now on; a model turn in progress for it is abandoned."""
+        with self._lock:
+            human = self._humans.setdefault(side, HumanBackend())
+            if self._current_side == side:
+                self._turn_cancel.set()
+        return human
+
+    def hand_back(self, side: int) -> None:
+        """The model plays `side` again; a pending human turn for it is abandoned."""
+        if parse_model_name(self.episode.agent_models[side]).is_human:
+            raise EpisodeError(f"side {side + 1} has no model to hand back to (it is played by a person)")
+        with self._lock:
+            self._humans.pop(side, None)
+            if self._current_side == side:
+                self._turn_cancel.set()
+
+    def submit(self, side: int, action: AgentAction) -> None:
+        human = self._humans.get(side)
+        if human is None:
+            raise EpisodeError(f"side {side + 1} is not played by a person")
+        human.submit(action)
+
+    def set_model(self, side: int, model: str, backend: ChatBackend | None = None) -> None:
+        """Swap the model (or adapter) of a side; takes effect from the next turn."""
+        parse_model_name(model)
+        with self._lock:
+            old = self._models.pop(side, None)
+            if backend is not None:
+                self._models[side] = backend
+            self.episode.agent_models[side] = model
+            self.store.save_episode(self.episode)
+        if old is not None and self._current_side != side:
+            old.close()
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self) -> Episode:
+        """Play until the episode ends, is paused, or a backend fails. Returns the episode."""
+        self._pause.clear()
+        if not self._begin():
+            return self.episode
+        try:
+            while not self.finished:
+                if self._pause.is_set():
+                    self._set_status(EpisodeStatus.paused)
+                    break
+                if not self._advance():
+                    break
+        finally:
+            self._close_live()
+        return self.episode
+
+    def step(self) -> Turn | None:
+        """Play exactly one turn (or finish the episode); leaves it paused if it goes on."""
+        if not self._begin():
+            return None
+        before = len(self.turns)
+        try:
+            self._advance()
+            if not self.finished and self.episode.status == EpisodeStatus.running:
+                self._set_status(EpisodeStatus.paused)
+        finally:
+            self._close_live()
+        return self.turns[-1] if len(self.turns) > before else None
+
+    def _begin(self) -> bool:
+        if self.episode.status == EpisodeStatus.finished:
+            if self.store.terminal_evaluation(self.episode.id) is None and self.judge():
+                self._terminal_evaluation()
+            return False
+        self.episode.last_error = ""
+        self._set_status(EpisodeStatus.running)
+        reason = end_reason(self.turns, self.names, self.episode.max_turns, self._stale_limit)
+        if reason:
+            self._finish(reason)
+            return False
+        if self.episode.live_eval and self._live is None and self.judge() is not None:
+            self._live = LiveEvaluator(
+                self.judge(), self.episode.id, self.scenario, self.characters, self._store_live
+            )
+        return True
+
+    @property
+    def _stale_limit(self) -> int:
+        return int(self.settings.get("stale_limit", DEFAULT_STALE_LIMIT))
+
+    def _advance(self) -> bool:
+        """Play one turn and finish the episode if it is over. False when it cannot go on."""
+        if self._stop.is_set():
+            self._finish("stopped by the user")
+            return False
+        try:
+            turn = self._play_turn()
+        except BackendError as error:
+            self.episode.last_error = str(error)
+            self._set_status(EpisodeStatus.paused)
+            return False
+        if turn is None:  # abandoned for a takeover, a hand-back, a pause or a stop
+            if self._stop.is_set():
+                self._finish("stopped by the user")
+                return False
+            if self._pause.is_set():
+                self._set_status(EpisodeStatus.paused)
+                return False
+            return True
+        if self._live is not None:
+            self._live.request(self.turns)
+        reason = end_reason(self.turns, self.names, self.episode.max_turns, self._stale_limit)
+        if reason:
+            self._finish(reason)
+        return True
+
+    def _play_turn(self) -> Turn | None:
+        index = len(self.turns)
+        side = index % 2
+        with self._lock:
+            self._turn_cancel.clear()
+            self._current_side = side
+            backend = self._agent_backend(side)
+        by_human = isinstance(backend, HumanBackend)
+        messages = agent_messages(
+            self.names[side], self.views[side], history_lines(self.turns, self.names), index
+        )
+        self.events.turn_started(self.episode.id, index, side, by_human)
+        streamed: list[str] = []
+
+        def on_token(piece: str) -> None:
+            streamed.append(piece)
+            self.events.token(self.episode.id, index, side, partial_argument("".join(streamed)))
+
+        started = time.perf_counter()
+        try:
+            completion = backend.complete(
+                messages,
+                schema=action_json_schema(),
+                max_tokens=int(self.settings.get("max_tokens", 200)),
+                temperature=float(self.settings.get("temperature", 0.7)),
+                on_token=on_token,
+                cancel=self._turn_cancel,
+            )
+        except Cancelled:
+            return None
+        finally:
+            self._current_side = None
+        action, note = parse_action(completion.text)
+        turn = Turn(
+            episode_id=self.episode.id,
+            index=index,
+            agent=side,
+            action_type=action.action_type,
+            argument=action.argument,
+            model="human" if by_human else backend.name,
+            by_human=by_human,
+            prompt=messages,
+            raw_output=completion.text,
+            parse_note=note,
+            latency_ms=completion.latency_ms or (time.perf_counter() - started) * 1000,
+            prompt_tokens=completion.prompt_tokens,
+            cached_tokens=completion.cached_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+        self.store.add_turn(turn)
+        self.turns.append(turn)
+        self.events.turn_committed(turn)
+        return turn
+
+    def _finish(self, reason: str) -> None:
+        self._close_live()
+        self.episode.end_reason = reason
+        self._set_status(EpisodeStatus.finished)
+        if self.judge() is not None:
+            self._terminal_evaluation()
+
+    def _terminal_evaluation(self) -> Evaluation:
+        judge = self.judge()
+        assert judge is not None
+        evaluation = judge.evaluate(
+            self.episode.id, self.scenario, self.characters, self.turns, kind="terminal"
+        )
+        self.store.add_evaluation(evaluation)
+        self.events.evaluation(evaluation)
+        return evaluation
+
+    def _store_live(self, evaluation: Evaluation) -> None:
+        self.store.add_evaluation(evaluation)
+        self.events.evaluation(evaluation)
+
+    def _close_live(self) -> None:
+        if self._live is not None:
+            self._live.close(cancel_running=True, timeout=30)
+            self._live = None
+
+    def _set_status(self, status: EpisodeStatus) -> None:
+        self.episode.status = status
+        self.store.save_episode(self.episode)
+        self.events.status_changed(self.episode)
+
+    def close(self) -> None:
+        """Release the models. The episode stays in the store as it is."""
+        self._close_live()
+        for backend in list(self._models.values()):
+            backend.close()
+        self._models.clear()
+        if self._judge_backend is not None:
+            self._judge_backend.close()
+            self._judge_backend = None
+            self._judge = None
+
+
+def run_episode(
+    store: Store, setup: EpisodeSetup, events: RunnerEvents | None = None, **runner_options
+) -> Episode:
+    """Create an episode and play it to its end (or until it pauses on an error)."""
+    episode = new_episode(store, setup)
+    runner = EpisodeRunner(store, episode.id, events=events, **runner_options)
+    try:
+        return runner.run()
+    finally:
+        runner.close()
+
+
+def resume_episode(
+    store: Store, episode_id: str, events: RunnerEvents | None = None, **runner_options
+) -> Episode:
+    runner = EpisodeRunner(store, episode_id, events=events, **runner_options)
+    try:
+        return runner.run()
+    finally:
+        runner.close()
