@@ -251,6 +251,13 @@ class Store:
             return None
         return json.loads(rows[0]["source_record"])
 
+    def ids_in_saved_order(self, table: str) -> list[str]:
+        """Profile ids in the order they were first saved (an update keeps a record's place),
+        so an export lists records in the order of the file they were imported from."""
+        if table not in {"characters", "relationships", "scenarios", "pairings"}:
+            raise ValueError(table)
+        return [row["id"] for row in self._query(f"SELECT id FROM {table} ORDER BY rowid")]
+
     def characters(self) -> list[Character]:
         return self._load(Character, self._query("SELECT data FROM characters ORDER BY name, id"))
 
