@@ -35,3 +35,19 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
 def progress(message: str) -> None:
     """Progress for long runs goes to stderr so that stdout stays one JSON document."""
     typer.echo(message, err=True)
+
+
+def open_store():
+    """The user's store, with the built-in scenario library installed on first use."""
+    from ..store import Store
+
+    store = Store()
+    try:
+        from ..library import LibraryError, ensure_library
+    except ImportError:  # the library loader is not part of this build yet
+        return store
+    try:
+        ensure_library(store)
+    except LibraryError as error:
+        progress(f"warning: the built-in scenario library did not load: {error}")
+    return store

@@ -1,0 +1,301 @@
+"""`run`, `resume` and `episodes`: playing episodes and reading them back."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from ..backends import ModelNameError
+from ..backends.human import HumanBackend
+from ..episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Episode, EpisodeStatus, Turn
+from ..judge import DimensionSetError
+from ..profiles import valid_pairs
+from ..runner import EpisodeError, EpisodeRunner, EpisodeSetup, RunnerEvents, new_episode
+from ..store import NotFound, Store
+from .app import app, emit_json, fail, open_store, progress
+
+episodes_app = typer.Typer(help="Stored episodes.", no_args_is_help=True)
+app.add_typer(episodes_app, name="episodes")
+
+
+class ProgressEvents(RunnerEvents):
+    """One line per turn on stderr, so a long run shows it is alive."""
+
+    def __init__(self, names: tuple[str, str]):
+        self.names = names
+
+    def turn_committed(self, turn: Turn) -> None:
+        who = self.names[turn.agent] + (" (you)" if turn.by_human else "")
+        progress(
+            f"turn {turn.index:>2}  {who}: {turn.action.to_natural_language()}"
+            f"  [{turn.latency_ms / 1000:.1f}s, {turn.completion_tokens} tok]"
+        )
+
+    def status_changed(self, episode: Episode) -> None:
+        if episode.status == EpisodeStatus.finished:
+            progress(f"episode over: {episode.end_reason}; the judge is scoring it...")
+
+
+def read_action_from_stdin(messages: list[ChatMessage]) -> AgentAction:
+    """A person's turn on the command line: `speak: text`, `leave`, or just the words to say."""
+    progress("\n" + messages[-1].content.split("\n\nYou are at Turn #")[0])
+    progress(f"Your move ({' | '.join(ACTION_TYPES)}); write `type: argument` or just what you say:")
+    line = sys.stdin.readline()
+    if not line:
+        return AgentAction(action_type=ActionType.leave)
+    kind, sep, argument = line.strip().partition(":")
+    if sep and kind.strip().lower() in ACTION_TYPES:
+        return AgentAction(action_type=ActionType(kind.strip().lower()), argument=argument.strip())
+    if line.strip().lower() in ACTION_TYPES:
+        return AgentAction(action_type=ActionType(line.strip().lower()))
+    return AgentAction(action_type=ActionType.speak, argument=line.strip())
+
+
+def choose_characters(
+    store: Store, scenario_id: str, pairing: str | None, characters: str | None
+) -> tuple[str, str]:
+    if pairing:
+        found = store.pairing(pairing)
+        if found.scenario_id != scenario_id:
+            raise EpisodeError(f"pairing {pairing} belongs to scenario {found.scenario_id}, not {scenario_id}")
+        return found.agent_ids[0], found.agent_ids[1]
+    if characters:
+        names = [part.strip() for part in characters.split(",")]
+        if len(names) != 2:
+            raise EpisodeError("--characters takes two names or ids separated by a comma")
+        chosen = []
+        for name in names:
+            matches = store.find_characters(name)
+            if len(matches) != 1:
+                raise EpisodeError(
+                    f"{name!r} matches {len(matches)} characters; use an id from `sotopia-pi characters list`"
+                )
+            chosen.append(matches[0].id)
+        return chosen[0], chosen[1]
+    stored = store.pairings(scenario_id)
+    if stored:
+        return stored[0].agent_ids[0], stored[0].agent_ids[1]
+    scenario = store.scenario(scenario_id)
+    pairs = valid_pairs(scenario, {c.id: c for c in store.characters()}, store.relationships())
+    if not pairs:
+        raise EpisodeError(
+            f"no pair of characters has the relationship scenario {scenario_id} needs "
+            f"({scenario.relationship.name}); pass --characters A,B"
+        )
+    return pairs[0]
+
+
+def episode_document(store: Store, episode: Episode) -> dict:
+    """The JSON shape of one episode, as `run --json` and `episodes show --json` print it."""
+    characters = [store.character(cid) for cid in episode.agent_ids]
+    evaluation = store.terminal_evaluation(episode.id)
+    return {
+        "id": episode.id,
+        "status": episode.status.value,
+        "scenario_id": episode.scenario_id,
+        "agents": [
+            {"side": side + 1, "character_id": c.id, "name": c.name, "model": episode.agent_models[side]}
+            for side, c in enumerate(characters)
+        ],
+        "judge_model": episode.judge_model,
+        "max_turns": episode.max_turns,
+        "end_reason": episode.end_reason,
+        "last_error": episode.last_error,
+        "created_at": episode.created_at,
+        "tags": episode.tags,
+        "turns": [
+            {
+                "index": t.index,
+                "agent": t.agent + 1,
+                "name": characters[t.agent].name,
+                "action_type": t.action_type.value,
+                "argument": t.argument,
+                "by_human": t.by_human,
+                "model": t.model,
+                "latency_ms": round(t.latency_ms, 1),
+                "prompt_tokens": t.prompt_tokens,
+                "cached_tokens": t.cached_tokens,
+                "completion_tokens": t.completion_tokens,
+                "parse_note": t.parse_note,
+            }
+            for t in store.turns(episode.id)
+        ],
+        "evaluation": evaluation_document(evaluation, characters) if evaluation else None,
+        "provisional_evaluations": len(store.evaluations(episode.id, kind="provisional")),
+    }
+
+
+def evaluation_document(evaluation, characters) -> dict:
+    agents = []
+    for side, result in enumerate(evaluation.agents):
+        entry: dict = {"agent": side + 1, "name": characters[side].name}
+        if result.ok:
+            entry["scores"] = {
+                name: {"score": s.score, "reasoning": s.reasoning} for name, s in result.scores.items()
+            }
+            entry["overall"] = round(result.overall, 3)
+        else:
+            entry["failure"] = result.failure
+        agents.append(entry)
+    return {
+        "kind": evaluation.kind,
+        "judge_model": evaluation.judge_model,
+        "dimension_set": evaluation.dimension_set,
+        "after_turn": evaluation.after_turn,
+        "latency_ms": round(evaluation.latency_ms, 1),
+        "agents": agents,
+    }
+
+
+def play(store: Store, runner: EpisodeRunner, as_json: bool) -> None:
+    for side, model in enumerate(runner.episode.agent_models):
+        if model == "human":
+            runner.set_model(side, "human", HumanBackend(read_action=read_action_from_stdin))
+    names = runner.names
+    progress(
+        f"episode {runner.episode.id}: {names[0]} ({runner.episode.agent_models[0]}) and "
+        f"{names[1]} ({runner.episode.agent_models[1]}); judge: {runner.episode.judge_model or 'none'}"
+    )
+    try:
+        episode = runner.run()
+    except KeyboardInterrupt:
+        runner.pause()
+        episode = store.episode(runner.episode.id)
+        progress(f"interrupted; the turns played are saved. Continue with: sotopia-pi resume {episode.id}")
+        raise typer.Exit(130)
+    finally:
+        runner.close()
+    if as_json:
+        emit_json(episode_document(store, episode))
+    else:
+        print_summary(store, episode)
+    if episode.status == EpisodeStatus.paused and episode.last_error:
+        progress(f"error: {episode.last_error}")
+        progress(f"the episode is paused with {len(store.turns(episode.id))} turns saved; "
+                 f"continue it with: sotopia-pi resume {episode.id}")
+        raise typer.Exit(2)
+
+
+def print_summary(store: Store, episode: Episode) -> None:
+    document = episode_document(store, episode)
+    typer.echo(f"episode {episode.id}  status: {episode.status.value}  {episode.end_reason}")
+    for turn in document["turns"]:
+        typer.echo(f"  {turn['index']:>2} {turn['name']}: {turn['action_type']} {turn['argument']}")
+    evaluation = document["evaluation"]
+    if evaluation:
+        typer.echo(f"terminal scores (judge: {evaluation['judge_model']}):")
+        for agent in evaluation["agents"]:
+            if "failure" in agent:
+                typer.echo(f"  {agent['name']}: judge failed: {agent['failure']}")
+            else:
+                scores = ", ".join(f"{k} {v['score']}" for k, v in agent["scores"].items())
+                typer.echo(f"  {agent['name']}: overall {agent['overall']:.2f}  ({scores})")
+
+
+@app.command()
+def run(
+    scenario: Annotated[str, typer.Option(help="scenario id or codename")],
+    pairing: Annotated[Optional[str], typer.Option(help="pairing id (which two characters play)")] = None,
+    characters: Annotated[Optional[str], typer.Option(help="two character names or ids, comma-separated")] = None,
+    agent1: Annotated[str, typer.Option(help="model for side 1 (`human` to play it yourself)")] = "embedded",
+    agent2: Annotated[str, typer.Option(help="model for side 2")] = "embedded",
+    judge: Annotated[str, typer.Option(help="judge model; empty for no judge")] = "embedded",
+    max_turns: Annotated[int, typer.Option(min=1)] = 20,
+    live_eval: Annotated[bool, typer.Option("--live-eval/--no-live-eval")] = True,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.7,
+    tag: Annotated[Optional[list[str]], typer.Option(help="tag the episode (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the episode as one JSON document")] = False,
+) -> None:
+    """Play one episode of a scenario and score it."""
+    store = open_store()
+    try:
+        found = store.scenario(scenario)
+        agent_ids = choose_characters(store, found.id, pairing, characters)
+        episode = new_episode(
+            store,
+            EpisodeSetup(
+                scenario_id=found.id,
+                agent_ids=agent_ids,
+                agent_models=(agent1, agent2),
+                judge_model=judge,
+                max_turns=max_turns,
+                live_eval=live_eval,
+                temperature=temperature,
+                tags=tuple(tag or ()),
+            ),
+        )
+        runner = EpisodeRunner(store, episode.id, events=None)
+    except (NotFound, EpisodeError, ModelNameError, DimensionSetError) as error:
+        raise fail(str(error))
+    runner.events = ProgressEvents(runner.names)
+    play(store, runner, as_json)
+
+
+@app.command()
+def resume(
+    episode_id: Annotated[str, typer.Argument(help="episode id (a unique prefix is enough)")],
+    agent1: Annotated[Optional[str], typer.Option(help="switch side 1 to another model")] = None,
+    agent2: Annotated[Optional[str], typer.Option(help="switch side 2 to another model")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Continue a paused or interrupted episode from its last saved turn."""
+    store = open_store()
+    try:
+        episode = store.episode(episode_id)
+        runner = EpisodeRunner(store, episode.id)
+        for side, model in enumerate((agent1, agent2)):
+            if model:
+                runner.set_model(side, model)
+    except (NotFound, EpisodeError, ModelNameError) as error:
+        raise fail(str(error))
+    if episode.status == EpisodeStatus.finished and store.terminal_evaluation(episode.id):
+        progress(f"episode {episode.id} is already finished")
+    runner.events = ProgressEvents(runner.names)
+    play(store, runner, as_json)
+
+
+@episodes_app.command("list")
+def list_episodes(
+    status: Annotated[Optional[EpisodeStatus], typer.Option()] = None,
+    scenario: Annotated[Optional[str], typer.Option(help="scenario id or codename")] = None,
+    model: Annotated[Optional[str], typer.Option(help="episodes where either side used this model")] = None,
+    tag: Annotated[Optional[str], typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Stored episodes, newest first."""
+    store = open_store()
+    try:
+        scenario_id = store.scenario(scenario).id if scenario else None
+    except NotFound as error:
+        raise fail(str(error))
+    rows = store.episode_rows(status=status, scenario_id=scenario_id, model=model, tag=tag, limit=limit)
+    if as_json:
+        emit_json({"episodes": rows})
+        return
+    if not rows:
+        typer.echo("no episodes yet; play one with: sotopia-pi run --scenario CODENAME")
+    for row in rows:
+        typer.echo(
+            f"{row['id']}  {row['status']:<8} {row['turn_count']:>2} turns  {row['scenario_id']}  "
+            f"{row['agent1_model']} vs {row['agent2_model']}  {row['created_at']}"
+        )
+
+
+@episodes_app.command("show")
+def show_episode(
+    episode_id: Annotated[str, typer.Argument(help="episode id (a unique prefix is enough)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One episode: its turns, timings and scores."""
+    store = open_store()
+    try:
+        episode = store.episode(episode_id)
+    except NotFound as error:
+        raise fail(str(error))
+    if as_json:
+        emit_json(episode_document(store, episode))
+    else:
+        print_summary(store, episode)
