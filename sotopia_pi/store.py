@@ -102,6 +102,57 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX episode_tags_tag ON episode_tags(tag);
     """,
+    # 2: curation (manual decisions, curator tags, turn edit history) and dataset snapshots.
+    # Snapshot tables have no foreign keys (a snapshot outlives the episodes it froze) and
+    # triggers make them write-once.
+    """
+    CREATE TABLE curation_decisions (
+        episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+        side INTEGER NOT NULL CHECK (side IN (-1, 0, 1)),
+        decision TEXT NOT NULL CHECK (decision IN ('keep', 'reject')),
+        note TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (episode_id, side)
+    );
+    CREATE TABLE curation_tags (
+        episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (episode_id, tag)
+    );
+    CREATE INDEX curation_tags_tag ON curation_tags(tag);
+    CREATE TABLE turn_edits (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        original TEXT NOT NULL,
+        edited TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX turn_edits_turn ON turn_edits(episode_id, idx);
+    CREATE TABLE dataset_snapshots (
+        name TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        manifest TEXT NOT NULL
+    );
+    CREATE TABLE dataset_snapshot_episodes (
+        snapshot_name TEXT NOT NULL,
+        episode_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (snapshot_name, episode_id)
+    );
+    CREATE TRIGGER dataset_snapshots_immutable BEFORE UPDATE ON dataset_snapshots
+    BEGIN SELECT RAISE(ABORT, 'dataset snapshots are immutable'); END;
+    CREATE TRIGGER dataset_snapshots_kept BEFORE DELETE ON dataset_snapshots
+    BEGIN SELECT RAISE(ABORT, 'dataset snapshots are immutable'); END;
+    CREATE TRIGGER dataset_snapshot_episodes_immutable BEFORE UPDATE ON dataset_snapshot_episodes
+    BEGIN SELECT RAISE(ABORT, 'dataset snapshots are immutable'); END;
+    CREATE TRIGGER dataset_snapshot_episodes_kept BEFORE DELETE ON dataset_snapshot_episodes
+    BEGIN SELECT RAISE(ABORT, 'dataset snapshots are immutable'); END;
+    CREATE TRIGGER dataset_snapshot_episodes_sealed BEFORE INSERT ON dataset_snapshot_episodes
+    WHEN EXISTS (SELECT 1 FROM dataset_snapshots WHERE name = NEW.snapshot_name)
+    BEGIN SELECT RAISE(ABORT, 'this dataset snapshot is sealed'); END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
