@@ -7,6 +7,7 @@ SOTOPIA's data model so that its benchmark imports and exports without renaming.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from enum import IntEnum
 from typing import Annotated
@@ -14,15 +15,22 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_id_lock = threading.Lock()
+_last_id_value = 0
 
 
 def new_id() -> str:
     """A 26-character, time-sortable id in the same shape as SOTOPIA's ULID primary keys.
 
-    Written here rather than pulled from a ULID package: it is ten lines and the only thing
-    we need is "sorts by creation time, never collides".
+    Written here rather than pulled from a ULID package: it is a few lines and all we need is
+    "sorts by creation time, never collides". Ids made in the same millisecond by this process
+    still sort in creation order.
     """
+    global _last_id_value
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    with _id_lock:
+        value = max(value, _last_id_value + 1)
+        _last_id_value = value
     chars = []
     for _ in range(26):
         value, digit = divmod(value, 32)
