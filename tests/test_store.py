@@ -51,7 +51,10 @@ def test_episode_filters_and_order(store: Store):
     assert [e.id for e in store.episodes()] == [second.id, first.id]
     assert [e.id for e in store.episodes(tag="baseline")] == [first.id]
     assert [r["id"] for r in store.episode_rows(status="finished")] == [second.id]
-    assert store.episode(second.id[:20]).id == second.id
+    with pytest.raises(NotFound, match="ambiguous"):
+        store.episode(second.id[:8])
+    store.delete_episode(first.id)
+    assert store.episode(second.id[:8]).id == second.id
     with pytest.raises(NotFound):
         store.episode("nope")
 
