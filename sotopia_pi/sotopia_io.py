@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .profiles import Character, Pairing, Relationship, Scenario
+from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
 from .store import Store
 
 # The 14 scenarios of SOTOPIA-hard, the subset behind SOTOPIA-pi's headline result.
@@ -133,7 +133,7 @@ def _clean_text(value: Any) -> Any:
 def _literal(text: str, field: str) -> Any:
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError) as error:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as error:
         raise FieldProblem(field, f"cannot read {text!r} as a Python literal ({error})") from None
 
 
@@ -155,10 +155,10 @@ def _string_list(value: Any, field: str) -> list[str]:
         if isinstance(item, str) and item.strip().startswith("["):
             items.extend(_string_list(item, field))
         elif isinstance(item, str):
-            items.append(_clean_text(item).strip())
+            items.append(_clean_text(item))  # Character strips the leading spaces
         else:
             raise FieldProblem(field, f"expected a list of strings, got item {item!r}")
-    return [item for item in items if item]
+    return items
 
 
 def _is_unset(value: Any) -> bool:
@@ -198,7 +198,7 @@ def _per_slot_lists(value: Any, field: str) -> list[list[str]]:
         text = value.strip()
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             # SOTOPIA writes e.g. "[actor, actor]": a list whose items are not quoted.
             if not (text.startswith("[") and text.endswith("]")):
                 raise FieldProblem(field, f"expected a list with one entry per agent, got {text!r}") from None
@@ -255,6 +255,15 @@ def _require(record: dict, *keys: str) -> Any:
     raise FieldProblem(keys[0], "missing")
 
 
+def _level(record: dict) -> RelationshipLevel:
+    value = _require(record, "relationship")
+    try:
+        return RelationshipLevel.parse(value)
+    except ValueError:
+        levels = ", ".join(f"{level.value} ({level.name})" for level in RelationshipLevel)
+        raise FieldProblem("relationship", f"expected one of {levels}; got {value!r}") from None
+
+
 def _optional_text(record: dict, key: str) -> dict[str, Any]:
     value = record.get(key)
     return {} if value is None else {key: _clean_text(value)}
@@ -293,7 +302,7 @@ def scenario_from_sotopia(record: dict) -> Scenario:
         "id": _require(record, "env_id", "pk"),
         "scenario": _clean_text(_require(record, "scenario")),
         "agent_goals": [_clean_text(goal) for goal in goals],
-        "relationship": _require(record, "relationship"),
+        "relationship": _level(record),
         "age_constraint": parse_age_constraint(record.get("age_constraint")),
         "occupation_constraint": parse_occupation_constraint(record.get("occupation_constraint")),
         "agent_constraint": parse_agent_constraint(record.get("agent_constraint")),
@@ -332,7 +341,7 @@ def relationship_from_sotopia(record: dict) -> Relationship:
         "id": _require(record, "relationship_id", "pk"),
         "agent1_id": first,
         "agent2_id": second,
-        "relationship": _require(record, "relationship"),
+        "relationship": _level(record),
     }
     for field in ("background_story", "tag"):
         data.update(_optional_text(record, field))
@@ -405,7 +414,8 @@ def _read_objects(path: Path, report: ImportReport) -> Iterator[tuple[int, dict]
             report.errors.append(ImportIssue(file=path.name, line=number, message=f"not UTF-8: {error}"))
             continue
         except json.JSONDecodeError as error:
-            report.errors.append(ImportIssue(file=path.name, line=number, message=f"invalid JSON: {error}"))
+            message = f"invalid JSON at column {error.colno}: {error.msg}"
+            report.errors.append(ImportIssue(file=path.name, line=number, message=message))
             continue
         if not isinstance(value, dict):
             report.errors.append(
@@ -422,9 +432,10 @@ def _validation_issues(kind: _Kind, line: int, error: ValidationError) -> list[I
         field = kind.field_names.get(str(loc[0]), str(loc[0])) if loc else None
         if field and len(loc) > 1:
             field += "".join(f"[{part}]" for part in loc[1:])
-        message = problem["msg"]
-        if "input" in problem and problem["type"] != "missing":
-            message += f" (got {problem['input']!r:.80})"
+        message = problem["msg"].removeprefix("Value error, ")
+        shown = repr(problem.get("input"))[:80]
+        if "input" in problem and problem["type"] != "missing" and shown not in message:
+            message += f" (got {shown})"
         issues.append(ImportIssue(file=kind.file, line=line, field=field, message=message))
     return issues
 
@@ -549,7 +560,3 @@ def export_sotopia(store: Store, directory: Path | str) -> ExportReport:
         setattr(report, kind.name, len(lines))
         report.files.append(str(path))
     return report
-
-
-def is_sotopia_hard(scenario_id: str) -> bool:
-    return scenario_id in SOTOPIA_HARD_SCENARIO_IDS
