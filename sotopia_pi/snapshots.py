@@ -1,0 +1,176 @@
+"""Dataset snapshots: a named, immutable selection that training reads.
+
+A snapshot freezes every selected episode (its turns with the curator's edits as they are at
+that moment, its terminal evaluation, names and contexts) next to a manifest that says how the
+selection was made: filters, manual decisions, edited turns, the (episode, side) list, counts
+and a SHA-256 digest of the frozen data. Later edits, decisions or deleted episodes change
+nothing in it; the database refuses to update or delete its rows, and loading checks the digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .curation import (
+    CurationError,
+    Decision,
+    Filter,
+    FilterStep,
+    decisions,
+    load_candidates,
+    select,
+)
+from .episode import utc_now
+from .export import (
+    FrozenEpisode,
+    SelectionStats,
+    TokenCounter,
+    estimate_tokens,
+    freeze_episode,
+    selection_stats,
+)
+from .store import Store
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class SnapshotError(CurationError):
+    pass
+
+
+class SideRef(BaseModel):
+    episode_id: str
+    side: int
+    scenario_id: str
+    model: str
+
+
+class TurnRef(BaseModel):
+    episode_id: str
+    index: int
+
+
+class SnapshotManifest(BaseModel):
+    name: str
+    description: str = ""
+    created_at: str = Field(default_factory=utc_now)
+    sotopia_pi_version: str = __version__
+    filters: list[Filter] = Field(default_factory=list)
+    steps: list[FilterStep] = Field(default_factory=list)
+    decisions: list[Decision] = Field(default_factory=list)
+    edited_turns: list[TurnRef] = Field(default_factory=list)
+    sides: list[SideRef]
+    counts: SelectionStats
+    digest: str = Field(description="SHA-256 of the frozen episodes, in episode id order")
+
+    @property
+    def examples(self) -> int:
+        return self.counts.total.examples
+
+
+class Snapshot(BaseModel):
+    manifest: SnapshotManifest
+    episodes: list[FrozenEpisode]
+
+
+def _digest(frozen_json: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(frozen_json).encode("utf-8")).hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise SnapshotError(
+            f"snapshot name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def snapshot_exists(store: Store, name: str) -> bool:
+    with store.transaction() as conn:
+        return conn.execute("SELECT 1 FROM dataset_snapshots WHERE name=?", (name,)).fetchone() is not None
+
+
+def create_snapshot(
+    store: Store,
+    name: str,
+    filters: Sequence[Filter] = (),
+    *,
+    description: str = "",
+    count_tokens: TokenCounter = estimate_tokens,
+) -> Snapshot:
+    """Select with `filters` and the manual decisions, freeze the result under `name`."""
+    check_name(name)
+    if snapshot_exists(store, name):
+        raise SnapshotError(f"a snapshot named {name!r} already exists; snapshots are never overwritten")
+    candidates = load_candidates(store)
+    selection = select(candidates, filters)
+    if not selection.kept:
+        raise SnapshotError("the selection is empty; nothing to snapshot")
+    by_key = {c.key: c for c in candidates}
+    frozen = sorted(
+        (freeze_episode(store, episode_id) for episode_id in dict.fromkeys(e for e, _ in selection.kept)),
+        key=lambda f: f.id,
+    )
+    counts = selection_stats(frozen, selection.kept, count_tokens=count_tokens)
+    if counts.total.examples == 0:
+        raise SnapshotError("the selected sides have no turn with an action; nothing to train on")
+    frozen_json = [f.model_dump_json() for f in frozen]
+    manifest = SnapshotManifest(
+        name=name,
+        description=description,
+        filters=selection.filters,
+        steps=selection.steps,
+        decisions=[d for d in decisions(store) if any((d.episode_id, side) in by_key for side in (0, 1))],
+        edited_turns=[
+            TurnRef(episode_id=f.id, index=t.index) for f in frozen for t in f.turns if t.edited_argument is not None
+        ],
+        sides=[
+            SideRef(episode_id=e, side=s, scenario_id=by_key[(e, s)].scenario_id, model=by_key[(e, s)].model)
+            for e, s in selection.kept
+        ],
+        counts=counts,
+        digest=_digest(frozen_json),
+    )
+    try:
+        with store.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO dataset_snapshot_episodes (snapshot_name, episode_id, data) VALUES (?, ?, ?)",
+                [(name, f.id, text) for f, text in zip(frozen, frozen_json)],
+            )
+            conn.execute(
+                "INSERT INTO dataset_snapshots (name, created_at, manifest) VALUES (?, ?, ?)",
+                (name, manifest.created_at, manifest.model_dump_json()),
+            )
+    except sqlite3.IntegrityError as error:
+        raise SnapshotError(f"snapshot {name!r} could not be written: {error}") from error
+    return Snapshot(manifest=manifest, episodes=frozen)
+
+
+def list_snapshots(store: Store) -> list[SnapshotManifest]:
+    """Every snapshot's manifest, oldest first."""
+    with store.transaction() as conn:
+        rows = conn.execute("SELECT manifest FROM dataset_snapshots ORDER BY created_at, name").fetchall()
+    return [SnapshotManifest.model_validate_json(row["manifest"]) for row in rows]
+
+
+def load_snapshot(store: Store, name: str) -> Snapshot:
+    """A snapshot with its frozen episodes; refuses one whose data no longer matches its digest."""
+    with store.transaction() as conn:
+        header = conn.execute("SELECT manifest FROM dataset_snapshots WHERE name=?", (name,)).fetchone()
+        rows = conn.execute(
+            "SELECT data FROM dataset_snapshot_episodes WHERE snapshot_name=? ORDER BY episode_id", (name,)
+        ).fetchall()
+    if header is None:
+        known = ", ".join(m.name for m in list_snapshots(store)) or "none yet"
+        raise SnapshotError(f"no snapshot named {name!r} (snapshots: {known})")
+    manifest = SnapshotManifest.model_validate_json(header["manifest"])
+    frozen_json = [row["data"] for row in rows]
+    if _digest(frozen_json) != manifest.digest:
+        raise SnapshotError(f"snapshot {name!r} does not match its digest; its data was altered")
+    return Snapshot(manifest=manifest, episodes=[FrozenEpisode.model_validate_json(t) for t in frozen_json])
