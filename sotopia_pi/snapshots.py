@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import zlib
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
@@ -83,6 +84,15 @@ def _digest(frozen_json: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(frozen_json).encode("utf-8")).hexdigest()
 
 
+def _pack(text: str) -> bytes:
+    """Frozen episodes repeat the dialogue in every turn's prompt; zlib shrinks them about tenfold."""
+    return zlib.compress(text.encode("utf-8"), 6)
+
+
+def _unpack(data: bytes | str) -> str:
+    return zlib.decompress(data).decode("utf-8") if isinstance(data, bytes) else data
+
+
 def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
         raise SnapshotError(
@@ -141,7 +151,7 @@ def create_snapshot(
         with store.transaction() as conn:
             conn.executemany(
                 "INSERT INTO dataset_snapshot_episodes (snapshot_name, episode_id, data) VALUES (?, ?, ?)",
-                [(name, f.id, text) for f, text in zip(frozen, frozen_json)],
+                [(name, f.id, _pack(text)) for f, text in zip(frozen, frozen_json)],
             )
             conn.execute(
                 "INSERT INTO dataset_snapshots (name, created_at, manifest) VALUES (?, ?, ?)",
@@ -170,7 +180,7 @@ def load_snapshot(store: Store, name: str) -> Snapshot:
         known = ", ".join(m.name for m in list_snapshots(store)) or "none yet"
         raise SnapshotError(f"no snapshot named {name!r} (snapshots: {known})")
     manifest = SnapshotManifest.model_validate_json(header["manifest"])
-    frozen_json = [row["data"] for row in rows]
+    frozen_json = [_unpack(row["data"]) for row in rows]
     if _digest(frozen_json) != manifest.digest:
         raise SnapshotError(f"snapshot {name!r} does not match its digest; its data was altered")
     return Snapshot(manifest=manifest, episodes=[FrozenEpisode.model_validate_json(t) for t in frozen_json])

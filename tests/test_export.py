@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
@@ -142,7 +143,11 @@ def test_the_database_refuses_to_alter_a_snapshot_and_loading_detects_tampering(
             with pytest.raises(sqlite3.IntegrityError, match="immutable|sealed"):
                 conn.execute(sql)
         conn.execute("DROP TRIGGER dataset_snapshot_episodes_immutable")
-        conn.execute("UPDATE dataset_snapshot_episodes SET data = replace(data, 'Good morning', 'Bad morning')")
+        episode_id, data = conn.execute("SELECT episode_id, data FROM dataset_snapshot_episodes").fetchone()
+        altered = zlib.decompress(data).decode().replace("Good morning", "Bad morning")
+        conn.execute(
+            "UPDATE dataset_snapshot_episodes SET data=? WHERE episode_id=?", (zlib.compress(altered.encode()), episode_id)
+        )
         conn.commit()
     finally:
         conn.close()
