@@ -153,6 +153,21 @@ MIGRATIONS: list[str] = [
     WHEN EXISTS (SELECT 1 FROM dataset_snapshots WHERE name = NEW.snapshot_name)
     BEGIN SELECT RAISE(ABORT, 'this dataset snapshot is sealed'); END;
     """,
+    # 3: scenario library install state and seed-prompt usage (library.py, generate.py).
+    """
+    CREATE TABLE library_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE seed_uses (
+        seed TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        scenario_id TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX seed_uses_scenario ON seed_uses(scenario_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
