@@ -117,10 +117,12 @@ def _rank_key(metric: str):
 
 
 def _side_activity(store: Store) -> dict[SideKey, tuple[int, bool]]:
-    """(examples, played by a person) for every side that has turns."""
+    """(examples, played by a person) for every side that has turns; an example is a turn
+    with an action other than none and a recorded prompt, as export.is_example_turn says."""
     with store.transaction() as conn:
         rows = conn.execute(
-            "SELECT episode_id, agent, SUM(action_type != ?) AS acted, "
+            "SELECT episode_id, agent, "
+            "SUM(action_type != ? AND COALESCE(json_array_length(data, '$.prompt'), 0) > 0) AS acted, "
             "MAX(COALESCE(json_extract(data, '$.by_human'), 0)) AS human "
             "FROM turns GROUP BY episode_id, agent",
             (ActionType.none.value,),
