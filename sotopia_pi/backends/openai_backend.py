@@ -1,0 +1,303 @@
+"""The OpenAI-compatible backend: OpenAI itself, vLLM, llama.cpp servers, Ollama...
+
+Structured output is negotiated once per backend and remembered. The first schema request asks
+for `json_schema` (OpenAI, vLLM). A server that rejects it (HTTP 400/422) is asked next for
+`json_object` with the schema attached (llama.cpp servers enforce that as a grammar), and
+last for plain text with the schema spelled out in the system prompt. Either way the backend
+returns text; the caller parses and repairs it.
+
+The API key comes from the `api_key` option, SOTOPIA_PI_API_KEY or OPENAI_API_KEY; it is kept
+in memory only. Servers on other hosts than api.openai.com may run without a key.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import openai
+
+from ..episode import ChatMessage
+from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback
+from .schema import SchemaError, prepare_schema, schema_instruction
+
+OPENAI_URL = "https://api.openai.com/v1"
+API_KEY_ENVS = ("SOTOPIA_PI_API_KEY", "OPENAI_API_KEY")
+NO_KEY = "none"
+
+# Structured-output modes, strongest first.
+JSON_SCHEMA = "json_schema"
+JSON_OBJECT = "json_object"
+INSTRUCTION = "instruction"
+_MODES = (JSON_SCHEMA, JSON_OBJECT, INSTRUCTION)
+
+
+def api_key_from_env() -> str | None:
+    for variable in API_KEY_ENVS:
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return value
+    return None
+
+
+class OpenAIBackend:
+    """ChatBackend for any server that speaks the OpenAI chat-completions API."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        *,
+        name: str,
+        api_key: str,
+        timeout: float = 120.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 2,
+        seed: int | None = None,
+        top_p: float | None = None,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.seed = seed
+        self.top_p = top_p
+        self.structured_mode = JSON_SCHEMA
+        self._mode_lock = threading.Lock()
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key,
+            timeout=openai.Timeout(timeout, connect=connect_timeout),
+            max_retries=max_retries,
+        )
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ModelSpec,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 2,
+        seed: int | None = None,
+        top_p: float | None = None,
+    ) -> "OpenAIBackend":
+        if spec.kind != "openai":
+            raise BackendError(f"{spec.name} is not an OpenAI-compatible model name (openai:MODEL@URL)")
+        if spec.adapter:
+            raise BackendError(
+                f"{spec.name}: an OpenAI-compatible server selects adapters by model name "
+                "(for vLLM: --lora-modules NAME=PATH, then openai:NAME@URL); +adapter= does not apply"
+            )
+        url = spec.url or OPENAI_URL
+        key = api_key or api_key_from_env()
+        if not key:
+            if url.rstrip("/") == OPENAI_URL:
+                raise BackendError(f"{spec.name} needs an API key: set SOTOPIA_PI_API_KEY or OPENAI_API_KEY")
+            key = NO_KEY
+        return cls(
+            spec.target,
+            url,
+            name=spec.name,
+            api_key=key,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            seed=seed,
+            top_p=top_p,
+        )
+
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        *,
+        schema: dict | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled before the request was sent")
+        chat = [_as_dict(message) for message in messages]
+        request: dict = {"model": self.model, "max_tokens": max_tokens, "temperature": temperature}
+        if self.seed is not None:
+            request["seed"] = self.seed
+        if self.top_p is not None:
+            request["top_p"] = self.top_p
+        streaming = on_token is not None or cancel is not None
+        if schema is None:
+            return self._send({**request, "messages": chat}, streaming, on_token, cancel)
+        try:
+            prepared = prepare_schema(schema)
+        except SchemaError as error:
+            raise BackendError(f"{self.name}: {error}") from error
+        modes = _MODES[_MODES.index(self.structured_mode) :]
+        for mode in modes:
+            attempt = {**request, **_structured_request(mode, chat, prepared)}
+            try:
+                result = self._send(attempt, streaming, on_token, cancel)
+            except _FormatRejected as rejected:
+                if mode == modes[-1]:
+                    raise BackendError(str(rejected)) from None
+                continue
+            with self._mode_lock:
+                self.structured_mode = mode
+            return result
+        raise AssertionError("unreachable")
+
+    # -- one request ---------------------------------------------------------------------------
+
+    def _send(
+        self,
+        request: dict,
+        streaming: bool,
+        on_token: TokenCallback | None,
+        cancel: threading.Event | None,
+    ) -> Completion:
+        started = time.perf_counter()
+        try:
+            if streaming:
+                completion = self._stream(request, on_token, cancel)
+            else:
+                completion = self._whole(request)
+        except openai.APITimeoutError:
+            raise BackendError(f"{self.base_url} did not answer within {self.timeout:g} s ({self.name})") from None
+        except openai.APIConnectionError as error:
+            cause = error.__cause__ or error
+            raise BackendError(f"cannot reach {self.base_url} ({self.name}): {cause}") from None
+        except openai.AuthenticationError as error:
+            raise BackendError(
+                f"{self._status_message(error)}; set SOTOPIA_PI_API_KEY or OPENAI_API_KEY"
+            ) from None
+        except openai.APIStatusError as error:
+            if "response_format" in request and _rejects_format(error):
+                raise _FormatRejected(self._status_message(error)) from None
+            raise BackendError(self._status_message(error)) from None
+        except (openai.APIError, ValueError, TypeError, AttributeError, KeyError) as error:
+            raise BackendError(
+                f"{self.base_url} sent something that is not an OpenAI chat completion ({self.name}): "
+                f"{error.__class__.__name__}: {_short(str(error))}"
+            ) from None
+        completion.latency_ms = (time.perf_counter() - started) * 1000
+        return completion
+
+    def _whole(self, request: dict) -> Completion:
+        response = self._client.chat.completions.create(**request)
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise ValueError(f"no choices in the answer: {_short(repr(response))}")
+        choice = choices[0]
+        text = choice.message.content or ""
+        return Completion(text=text, finish_reason=choice.finish_reason or "", **_usage(response.usage))
+
+    def _stream(self, request: dict, on_token: TokenCallback | None, cancel: threading.Event | None) -> Completion:
+        stream = self._client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+        pieces: list[str] = []
+        finish_reason = ""
+        usage = None
+        saw_choice = False
+        try:
+            for chunk in stream:
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+                for choice in chunk.choices or []:
+                    saw_choice = True
+                    piece = choice.delta.content if choice.delta else None
+                    if piece:
+                        pieces.append(piece)
+                        if on_token is not None:
+                            on_token(piece)
+                    finish_reason = choice.finish_reason or finish_reason
+                if cancel is not None and cancel.is_set() and not finish_reason:
+                    cancelled = Cancelled(f"cancelled after {len(pieces)} pieces")
+                    cancelled.partial_text = "".join(pieces)  # type: ignore[attr-defined]
+                    raise cancelled
+        finally:
+            stream.close()
+        if not saw_choice:
+            raise ValueError("the stream ended without any choices")
+        text = "".join(pieces)
+        if usage is not None:
+            return Completion(text=text, finish_reason=finish_reason, **_usage(usage))
+        # Servers that send no usage (llama-cpp-python) stream one token per chunk.
+        return Completion(text=text, finish_reason=finish_reason, completion_tokens=len(pieces))
+
+    def _status_message(self, error: openai.APIStatusError) -> str:
+        detail = getattr(error, "message", "") or str(error)
+        body = error.response.text.strip() if error.response is not None else ""
+        if body and body not in detail:
+            detail = f"{detail} - {body}"
+        detail = _short(detail)
+        return f"{self.base_url} answered HTTP {error.status_code} ({self.name}): {detail}"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "OpenAIBackend":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class _FormatRejected(Exception):
+    """The server refused the request's response_format (HTTP 400/422)."""
+
+
+def _rejects_format(error: openai.APIStatusError) -> bool:
+    """Whether an error answer is the server refusing our response_format. Most servers say 400
+    or 422; llama-cpp-python's server reports its validation errors as 500 naming the field."""
+    if error.status_code in (400, 422):
+        return True
+    return "response_format" in str(error)
+
+
+def _structured_request(mode: str, chat: list[dict], schema: dict) -> dict:
+    if mode == JSON_SCHEMA:
+        return {
+            "messages": chat,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": schema},
+            },
+        }
+    instructed = _with_instruction(chat, schema_instruction(schema))
+    if mode == JSON_OBJECT:
+        return {"messages": instructed, "response_format": {"type": "json_object", "schema": schema}}
+    return {"messages": instructed}
+
+
+def _with_instruction(chat: list[dict], instruction: str) -> list[dict]:
+    """Append the instruction to the first system message (some chat templates allow only one)."""
+    if chat and chat[0]["role"] == "system":
+        first = {**chat[0], "content": f"{chat[0]['content']}\n\n{instruction}"}
+        return [first, *chat[1:]]
+    return [{"role": "system", "content": instruction}, *chat]
+
+
+def _usage(usage) -> dict:
+    if usage is None:
+        return {}
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    return {
+        "prompt_tokens": usage.prompt_tokens or 0,
+        "completion_tokens": usage.completion_tokens or 0,
+        "cached_tokens": cached or 0,
+    }
+
+
+def _as_dict(message: ChatMessage | dict) -> dict:
+    if isinstance(message, dict):
+        return {"role": message["role"], "content": message["content"]}
+    return {"role": message.role, "content": message.content}
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,222 @@
+"""Real servers on loopback for tests: llama-cpp-python's OpenAI-compatible server running the
+embedded GGUF, and a tiny HTTP server that answers whatever a test tells it to (garbage, errors,
+files to download).
+
+    with llama_server() as server:            # waits until /v1/models answers
+        backend = create_backend(server.model_name)
+        ...
+        server.stop()                          # e.g. mid-episode, to test the failure path
+
+    with canned_http_server(status=500, body=b"oops") as url: ...
+    with file_server(directory) as base_url: ...   # GET, HEAD and Range requests
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+    model: str = "local"
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL (ends in /v1)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def model_name(self) -> str:
+        """A sotopia-pi model name that points at this server."""
+        return f"openai:{self.model}@{self.url}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_llama_server(
+    model_path: str | Path | None = None,
+    *,
+    n_ctx: int = 2048,
+    n_threads: int = 1,
+    startup_timeout: float = 60.0,
+    extra_args: tuple[str, ...] = (),
+) -> RunningServer:
+    """Start `python -m sotopia_pi.backends.llama_server` on a free loopback port and wait for it."""
+    port = free_port()
+    log_handle = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+    command = [
+        sys.executable, "-m", "sotopia_pi.backends.llama_server",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(n_ctx), "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads),
+        "--verbose", "False",
+        *extra_args,
+    ]  # fmt: skip
+    if model_path is not None:
+        command += ["--model", str(model_path)]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    log_handle.close()
+    server = RunningServer(process=process, port=port, log_path=Path(log_handle.name))
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"llama server exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.url}/models", timeout=1.0).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"llama server did not answer on {server.url} within {startup_timeout} s:\n{server.log_tail()}")
+
+
+@contextlib.contextmanager
+def llama_server(model_path: str | Path | None = None, **options) -> Iterator[RunningServer]:
+    server = start_llama_server(model_path, **options)
+    try:
+        yield server
+    finally:
+        server.stop()
+        with contextlib.suppress(OSError):
+            os.unlink(server.log_path)
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
+        pass
+
+
+@contextlib.contextmanager
+def _serving(handler_class) -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextlib.contextmanager
+def canned_http_server(
+    status: int = 200, body: bytes = b"", content_type: str = "application/json"
+) -> Iterator[str]:
+    """A loopback server that answers every request with the same status and body.
+    Yields its base URL with /v1 appended (so it can stand in for an OpenAI server)."""
+
+    class Handler(_QuietHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+    with _serving(Handler) as base:
+        yield f"{base}/v1"
+
+
+class _RangeFileHandler(http.server.SimpleHTTPRequestHandler):
+    """SimpleHTTPRequestHandler plus single `bytes=N-` Range requests (for resumed downloads).
+    `cut_after` (bytes) makes it drop the connection part-way, like a broken network."""
+
+    cut_after: int | None = None
+    supports_range: bool = True
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        header = self.headers.get("Range")
+        if header and self.supports_range and header.startswith("bytes=") and header.endswith("-"):
+            start = int(header[len("bytes=") : -1])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        payload = data[start:]
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.cut_after is not None and self.cut_after < len(payload):
+            self.wfile.write(payload[: self.cut_after])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(payload)
+
+
+@contextlib.contextmanager
+def file_server(directory: str | Path, *, cut_after: int | None = None, supports_range: bool = True) -> Iterator[str]:
+    """Serve the files of `directory` on loopback; yields the base URL."""
+    handler = type(
+        "FileHandler",
+        (_RangeFileHandler,),
+        {"cut_after": cut_after, "supports_range": supports_range},
+    )
+    with _serving(functools.partial(handler, directory=str(directory))) as base:
+        yield base
