@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..backends import ModelNameError
+from ..backends import BackendError, ChatBackend, ModelNameError, parse_model_name
 from ..backends.human import HumanBackend
 from ..episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Episode, EpisodeStatus, Turn
 from ..judge import DimensionSetError
@@ -23,8 +23,9 @@ app.add_typer(episodes_app, name="episodes")
 class ProgressEvents(RunnerEvents):
     """One line per turn on stderr, so a long run shows it is alive."""
 
-    def __init__(self, names: tuple[str, str]):
+    def __init__(self, names: tuple[str, str], judged: bool):
         self.names = names
+        self.judged = judged
 
     def turn_committed(self, turn: Turn) -> None:
         who = self.names[turn.agent] + (" (you)" if turn.by_human else "")
@@ -35,7 +36,8 @@ class ProgressEvents(RunnerEvents):
 
     def status_changed(self, episode: Episode) -> None:
         if episode.status == EpisodeStatus.finished:
-            progress(f"episode over: {episode.end_reason}; the judge is scoring it...")
+            scoring = "; the judge is scoring it..." if self.judged else " (no judge)"
+            progress(f"episode over: {episode.end_reason}{scoring}")
 
 
 def read_action_from_stdin(messages: list[ChatMessage]) -> AgentAction:
@@ -53,9 +55,44 @@ def read_action_from_stdin(messages: list[ChatMessage]) -> AgentAction:
     return AgentAction(action_type=ActionType.speak, argument=line.strip())
 
 
+def stdin_players(models: list[str]) -> dict[int, ChatBackend]:
+    """A person's side reads its moves from stdin (the runner's own human backend waits for
+    `submit`, which nothing on the command line would ever call)."""
+    return {
+        side: HumanBackend(read_action=read_action_from_stdin)
+        for side, model in enumerate(models)
+        if parse_model_name(model).is_human
+    }
+
+
+def load_models(runner: EpisodeRunner) -> None:
+    """Load both agents and the judge now, so that a model that cannot load (a missing file, an
+    unknown catalog name) fails before a turn is played, not halfway through or at the judge."""
+    for side in (0, 1):
+        runner._agent_backend(side)  # the runner loads lazily and has no public loader
+    runner.judge()
+
+
+def find_character(store: Store, text: str) -> str:
+    """The id of the one character with this id or name; an exact full name beats a partial one."""
+    matches = store.find_characters(text)
+    exact = [c for c in matches if text.lower() in (c.id.lower(), c.name.lower())]
+    candidates = exact or matches
+    if len(candidates) == 1:
+        return candidates[0].id
+    if not candidates:
+        raise EpisodeError(f"no character has the id or name {text!r}; see `sotopia-pi characters list`")
+    listed = "; ".join(f"{c.name} ({c.id})" for c in candidates[:10])
+    raise EpisodeError(
+        f"{text!r} matches {len(candidates)} characters: {listed}; write a full name or an id"
+    )
+
+
 def choose_characters(
     store: Store, scenario_id: str, pairing: str | None, characters: str | None
 ) -> tuple[str, str]:
+    if pairing and characters:
+        raise EpisodeError("pass either --pairing or --characters, not both")
     if pairing:
         found = store.pairing(pairing)
         if found.scenario_id != scenario_id:
@@ -63,17 +100,9 @@ def choose_characters(
         return found.agent_ids[0], found.agent_ids[1]
     if characters:
         names = [part.strip() for part in characters.split(",")]
-        if len(names) != 2:
+        if len(names) != 2 or not all(names):
             raise EpisodeError("--characters takes two names or ids separated by a comma")
-        chosen = []
-        for name in names:
-            matches = store.find_characters(name)
-            if len(matches) != 1:
-                raise EpisodeError(
-                    f"{name!r} matches {len(matches)} characters; use an id from `sotopia-pi characters list`"
-                )
-            chosen.append(matches[0].id)
-        return chosen[0], chosen[1]
+        return find_character(store, names[0]), find_character(store, names[1])
     stored = store.pairings(scenario_id)
     if stored:
         return stored[0].agent_ids[0], stored[0].agent_ids[1]
@@ -150,9 +179,7 @@ def evaluation_document(evaluation, characters) -> dict:
 
 
 def play(store: Store, runner: EpisodeRunner, as_json: bool) -> None:
-    for side, model in enumerate(runner.episode.agent_models):
-        if model == "human":
-            runner.set_model(side, "human", HumanBackend(read_action=read_action_from_stdin))
+    runner.events = ProgressEvents(runner.names, judged=bool(runner.episode.judge_model))
     names = runner.names
     progress(
         f"episode {runner.episode.id}: {names[0]} ({runner.episode.agent_models[0]}) and "
@@ -167,15 +194,19 @@ def play(store: Store, runner: EpisodeRunner, as_json: bool) -> None:
         raise typer.Exit(130)
     finally:
         runner.close()
-    if as_json:
-        emit_json(episode_document(store, episode))
-    else:
-        print_summary(store, episode)
+    report(store, episode, as_json)
     if episode.status == EpisodeStatus.paused and episode.last_error:
         progress(f"error: {episode.last_error}")
         progress(f"the episode is paused with {len(store.turns(episode.id))} turns saved; "
                  f"continue it with: sotopia-pi resume {episode.id}")
         raise typer.Exit(2)
+
+
+def report(store: Store, episode: Episode, as_json: bool) -> None:
+    if as_json:
+        emit_json(episode_document(store, episode))
+    else:
+        print_summary(store, episode)
 
 
 def print_summary(store: Store, episode: Episode) -> None:
@@ -209,28 +240,30 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print the episode as one JSON document")] = False,
 ) -> None:
     """Play one episode of a scenario and score it."""
-    store = open_store()
-    try:
-        found = store.scenario(scenario)
-        agent_ids = choose_characters(store, found.id, pairing, characters)
-        episode = new_episode(
-            store,
-            EpisodeSetup(
+    with open_store() as store:
+        try:
+            found = store.scenario(scenario)
+            setup = EpisodeSetup(
                 scenario_id=found.id,
-                agent_ids=agent_ids,
+                agent_ids=choose_characters(store, found.id, pairing, characters),
                 agent_models=(agent1, agent2),
                 judge_model=judge,
                 max_turns=max_turns,
                 live_eval=live_eval,
                 temperature=temperature,
                 tags=tuple(tag or ()),
-            ),
-        )
-        runner = EpisodeRunner(store, episode.id, events=None)
-    except (NotFound, EpisodeError, ModelNameError, DimensionSetError) as error:
-        raise fail(str(error))
-    runner.events = ProgressEvents(runner.names)
-    play(store, runner, as_json)
+            )
+            episode = new_episode(store, setup)
+        except (NotFound, EpisodeError, ModelNameError, DimensionSetError) as error:
+            raise fail(str(error))
+        runner = EpisodeRunner(store, episode.id, backends=stdin_players(episode.agent_models))
+        try:
+            load_models(runner)
+        except BackendError as error:
+            runner.close()
+            store.delete_episode(episode.id)  # nothing was played: keep no trace of it
+            raise fail(f"cannot load a model: {error}")
+        play(store, runner, as_json)
 
 
 @app.command()
@@ -241,18 +274,35 @@ def resume(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Continue a paused or interrupted episode from its last saved turn."""
-    store = open_store()
+    with open_store() as store:
+        _resume(store, episode_id, (agent1, agent2), as_json)
+
+
+def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | None], as_json: bool) -> None:
     try:
         episode = store.episode(episode_id)
-        runner = EpisodeRunner(store, episode.id)
-        for side, model in enumerate((agent1, agent2)):
+        for model in switches:
             if model:
-                runner.set_model(side, model)
-    except (NotFound, EpisodeError, ModelNameError) as error:
+                parse_model_name(model)
+    except (NotFound, ModelNameError) as error:
         raise fail(str(error))
     if episode.status == EpisodeStatus.finished and store.terminal_evaluation(episode.id):
         progress(f"episode {episode.id} is already finished")
-    runner.events = ProgressEvents(runner.names)
+        report(store, episode, as_json)
+        return
+    original = list(episode.agent_models)
+    runner = EpisodeRunner(store, episode.id, backends=stdin_players(episode.agent_models))
+    try:
+        for side, model in enumerate(switches):
+            if model:
+                runner.set_model(side, model, stdin_players([model]).get(0))
+        load_models(runner)
+    except BackendError as error:
+        runner.close()
+        for side, model in enumerate(original):  # a model that cannot load must not replace one that can
+            if runner.episode.agent_models[side] != model:
+                runner.set_model(side, model)
+        raise fail(f"cannot load a model: {error}; the episode is unchanged")
     play(store, runner, as_json)
 
 
@@ -266,12 +316,12 @@ def list_episodes(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Stored episodes, newest first."""
-    store = open_store()
-    try:
-        scenario_id = store.scenario(scenario).id if scenario else None
-    except NotFound as error:
-        raise fail(str(error))
-    rows = store.episode_rows(status=status, scenario_id=scenario_id, model=model, tag=tag, limit=limit)
+    with open_store() as store:
+        try:
+            scenario_id = store.scenario(scenario).id if scenario else None
+        except NotFound as error:
+            raise fail(str(error))
+        rows = store.episode_rows(status=status, scenario_id=scenario_id, model=model, tag=tag, limit=limit)
     if as_json:
         emit_json({"episodes": rows})
         return
@@ -290,12 +340,9 @@ def show_episode(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """One episode: its turns, timings and scores."""
-    store = open_store()
-    try:
-        episode = store.episode(episode_id)
-    except NotFound as error:
-        raise fail(str(error))
-    if as_json:
-        emit_json(episode_document(store, episode))
-    else:
-        print_summary(store, episode)
+    with open_store() as store:
+        try:
+            episode = store.episode(episode_id)
+        except NotFound as error:
+            raise fail(str(error))
+        report(store, episode, as_json)
