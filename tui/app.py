@@ -1,0 +1,139 @@
+"""The sotopia-pi Textual app: `sotopia-pi` with no arguments opens it.
+
+A thin layer over the engine: the store, the settings and the backend factory are injected, so
+tests build the app around a temporary store and deterministic backends.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+
+from textual.app import App
+from textual.binding import Binding
+
+from sotopia_pi import config
+from sotopia_pi.backends import ChatBackend, create_backend
+from sotopia_pi.config import Settings
+from sotopia_pi.episode import EpisodeStatus
+from sotopia_pi.store import Store
+
+from .screens.episode import EpisodeScreen
+from .screens.help import HelpScreen
+from .screens.inspector import InspectorScreen, ReplayScreen
+from .screens.library import LibraryScreen
+from .screens.reasoning import ReasoningScreen
+from .screens.settings import SettingsScreen
+
+
+def ensure_builtin_library(store: Store) -> str | None:
+    """Load the built-in scenario library into the store, if the engine ships one.
+    Returns an error message instead of raising: a bad library must not keep the app closed."""
+    if importlib.util.find_spec("sotopia_pi.library") is None:
+        return None
+    try:
+        library = importlib.import_module("sotopia_pi.library")
+        library.ensure_library(store)
+    except Exception as error:  # shown to the user; the app still opens on what the store holds
+        return f"The built-in scenario library could not be loaded: {error}"
+    return None
+
+
+class SotopiaApp(App):
+    TITLE = "sotopia-pi"
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    MODES = {"library": LibraryScreen, "inspector": InspectorScreen, "settings": SettingsScreen}
+    DEFAULT_MODE = "library"
+    BINDINGS = [
+        Binding("f1,question_mark", "help", "Help"),
+        Binding("f2", "switch_mode('library')", "Library"),
+        Binding("f3", "switch_mode('inspector')", "Inspector"),
+        Binding("f4", "switch_mode('settings')", "Settings"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        backend_factory: Callable[..., ChatBackend] = create_backend,
+        load_library: bool = True,
+        startup_errors: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.settings = settings
+        self.backend_factory = backend_factory
+        self.startup_errors = list(startup_errors or [])
+        if load_library:
+            error = ensure_builtin_library(store)
+            if error:
+                self.startup_errors.append(error)
+
+    def on_mount(self) -> None:
+        for error in self.startup_errors:
+            self.notify(error, title="Problem at startup", severity="error", timeout=20)
+
+    # -- navigation -----------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        sections = [
+            ("Everywhere", self.BINDINGS),
+            ("Library (F2)", LibraryScreen.BINDINGS),
+            ("Live episode", EpisodeScreen.BINDINGS),
+            ("Inspector (F3)", InspectorScreen.BINDINGS),
+            ("Replay of one episode", ReplayScreen.BINDINGS),
+            ("Judge's reasoning", ReasoningScreen.BINDINGS),
+            ("Settings (F4)", SettingsScreen.BINDINGS),
+        ]
+        self.push_screen(HelpScreen(sections))
+
+    def open_episode(self, episode_id: str, autostart: bool = True) -> None:
+        """Show the live screen for a stored episode (on top of the current screen)."""
+        try:
+            screen = EpisodeScreen(
+                self.store, episode_id, autostart=autostart, backend_factory=self.backend_factory
+            )
+        except Exception as error:  # a record that fails validation, a missing character
+            self.notify(str(error), title="Cannot open the episode", severity="error", timeout=10)
+            return
+        self.push_screen(screen)
+
+    def resume_episode(self, episode_id: str) -> None:
+        episode = self.store.episode(episode_id)
+        if episode.status not in (EpisodeStatus.paused, EpisodeStatus.running):
+            self.notify(f"This episode is {episode.status.value}; only unfinished ones resume.")
+            return
+        live = [s for s in self.screen_stack if isinstance(s, EpisodeScreen)]
+        if any(s.episode.id == episode_id for s in live):
+            self.notify("This episode is already open (F2 shows it).")
+            return
+        self.open_episode(episode_id)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Use new settings from now on (screens read them when they are shown again)."""
+        self.settings = settings
+
+
+def make_app(
+    store: Store | None = None,
+    settings: Settings | None = None,
+    **options,
+) -> SotopiaApp:
+    """The app with the user's store and settings unless given (a bad config file is reported
+    in the app and the defaults are used)."""
+    errors: list[str] = []
+    if settings is None:
+        settings, error = config.load_or_default()
+        if error:
+            errors.append(f"{error}. Using the defaults; the file was not changed.")
+    return SotopiaApp(store or Store(), settings, startup_errors=errors, **options)
+
+
+def run_tui() -> None:
+    make_app().run()

@@ -1,0 +1,340 @@
+"""The live episode: the transcript streams, scores update, a person can take over either side.
+
+The runner plays in a thread worker; its callbacks come back as messages (tui.messages).
+Everything the runner commits is in the store the moment it happens, so leaving this screen,
+a model failure or a crash loses nothing already played.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+from textual.worker import Worker, WorkerState
+
+from sotopia_pi.backends import ChatBackend, create_backend, parse_model_name
+from sotopia_pi.episode import Episode, EpisodeStatus, Evaluation
+from sotopia_pi.judge import load_dimension_set
+from sotopia_pi.runner import EpisodeError, EpisodeRunner
+from sotopia_pi.store import Store
+
+from ..messages import EvaluationArrived, PostingEvents, StatusChanged, TokenStreamed, TurnCommitted, TurnStarted
+from ..widgets.scores import ScorePanel
+from ..widgets.takeover import ActionChosen, TakeoverPanel
+from ..widgets.transcript import Transcript
+from .reasoning import ReasoningScreen
+
+ACTIVE = (WorkerState.PENDING, WorkerState.RUNNING)
+
+
+def official_or_latest(history: list[Evaluation]) -> Evaluation | None:
+    """The terminal evaluation when there is one, else the newest provisional one."""
+    terminal = [e for e in history if e.kind == "terminal"]
+    if terminal:
+        return terminal[-1]
+    return history[-1] if history else None
+
+
+class EpisodeScreen(Screen):
+    BINDINGS = [
+        Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("n", "step", "Step"),
+        Binding("s", "stop", "Stop"),
+        Binding("1", "take_over(0)", "Play side 1"),
+        Binding("2", "take_over(1)", "Play side 2"),
+        Binding("h,ctrl+b", "hand_back", "Hand back"),
+        Binding("r", "reasoning", "Reasoning"),
+        Binding("escape", "leave", "Back"),
+    ]
+
+    def __init__(
+        self,
+        store: Store,
+        episode_id: str,
+        *,
+        autostart: bool = True,
+        backend_factory: Callable[..., ChatBackend] = create_backend,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.runner = EpisodeRunner(
+            store, episode_id, events=PostingEvents(self), backend_factory=backend_factory
+        )
+        self.episode: Episode = self.runner.episode.model_copy(deep=True)
+        self.autostart = autostart
+        self.dimensions = load_dimension_set(self.episode.settings.get("dimension_set", "sotopia"))
+        self.names = self.runner.names
+        self._worker: Worker | None = None
+        self._pausing = False
+        self._leaving = False
+        self._current: tuple[int, int, bool] | None = None  # (turn index, side, by a person)
+        self._error = ""
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="episode-header")
+        yield Static(id="episode-banner")
+        with Horizontal(id="episode-body"):
+            yield Transcript(self.names, id="transcript")
+            with Vertical(id="episode-side"):
+                yield ScorePanel(self.names, self.dimensions, id="scores")
+                yield TakeoverPanel(id="takeover")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(Transcript).load(self.runner.turns)
+        self._refresh_scores()
+        self._show_takeover()
+        self._error = self.episode.last_error
+        self._refresh_header()
+        if self.autostart and not self.finished:
+            self._start(step=False)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.episode.status in (EpisodeStatus.finished, EpisodeStatus.failed)
+
+    @property
+    def playing(self) -> bool:
+        return self._worker is not None and self._worker.state in ACTIVE
+
+    def side_label(self, side: int) -> str:
+        model = self.episode.agent_models[side]
+        if self.runner.is_human(side):
+            player = "YOU" if parse_model_name(model).is_human else f"YOU (model {model} set aside)"
+        else:
+            player = model
+        return f"{self.names[side]} (side {side + 1}): {player}"
+
+    def _refresh_header(self) -> None:
+        episode = self.episode
+        judge = episode.judge_model or "none (no scores)"
+        live = "live scoring on" if episode.live_eval else "live scoring off"
+        lines = Text()
+        lines.append(f"{self.runner.scenario.codename or self.runner.scenario.id}  ", style="bold")
+        lines.append(f"{self.side_label(0)}  vs  {self.side_label(1)}\n")
+        lines.append(f"judge: {judge} ({live})   ", style="dim")
+        status = episode.status.value
+        if self._pausing and self.playing:
+            status = "pausing after this turn"
+        lines.append(f"status: {status}", style="bold")
+        lines.append(f" · {len(self.runner.turns)} of {episode.max_turns} turns")
+        if self._current is not None and self.playing:
+            index, side, by_human = self._current
+            whose = "your move" if by_human else "thinking"
+            lines.append(f" · turn #{index}: {self.names[side]} {whose}")
+        if episode.end_reason:
+            lines.append(f" · ended: {episode.end_reason}")
+        self.query_one("#episode-header", Static).update(lines)
+        banner = self.query_one("#episode-banner", Static)
+        banner.set_class(bool(self._error), "error")
+        banner.update(
+            f"{self._error}\nThe episode is paused and every turn played so far is saved. "
+            "Press p to retry, or Esc to leave it and resume it later from the inspector."
+            if self._error
+            else ""
+        )
+
+    def _refresh_scores(self) -> None:
+        history = self.store.evaluations(self.episode.id)
+        if not self.episode.judge_model:
+            note = "No judge for this episode."
+        elif not self.episode.live_eval:
+            note = "Live scoring is off: scores come when the episode ends."
+        else:
+            note = ""
+        self.query_one(ScorePanel).show(official_or_latest(history), history, note)
+
+    def _show_takeover(self, side: int | None = None) -> None:
+        """Show the panel for `side` (or for whichever side a person plays), or hide it."""
+        panel = self.query_one(TakeoverPanel)
+        humans = [s for s in (0, 1) if self.runner.is_human(s)]
+        if side is None or side not in humans:
+            side = humans[0] if humans else None
+            if self._current is not None and self._current[1] in humans:
+                side = self._current[1]
+        panel.display = side is not None
+        if side is None:
+            return
+        panel.play(side, self.names[side], self.runner.views[side].render())
+        waiting = self._current is not None and self._current[1] == side and self._current[2]
+        if waiting and self.playing:
+            panel.set_turn(True, "Your move. Choose an action type, type the argument, press Enter.")
+        elif self.finished:
+            panel.set_turn(False, "The episode is over.")
+        elif not self.playing:
+            panel.set_turn(False, "The episode is paused: press p to resume (or n for one turn).")
+        else:
+            panel.set_turn(False, "Waiting for the other side…")
+
+    # -- running --------------------------------------------------------------------------
+
+    def _start(self, step: bool) -> None:
+        if self.playing:
+            return
+        self._error = ""
+        self._pausing = False
+        self._worker = self._play(step)
+        self._refresh_header()
+
+    @work(thread=True, exit_on_error=False, group="episode", description="playing the episode")
+    def _play(self, step: bool) -> None:
+        try:
+            if step:
+                self.runner.step()
+            else:
+                self.runner.run()
+        finally:
+            if self._leaving:  # the screen is gone and will not hear that the worker ended
+                self.runner.close()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self._worker or event.state in ACTIVE:
+            return
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self._error = f"The episode stopped on an error: {type(error).__name__}: {error}"
+            self.notify(str(error), title="Episode error", severity="error", timeout=10)
+        self._pausing = False
+        self._current = None
+        self.query_one(Transcript).drop_pending()
+        self._refresh_header()
+        self._show_takeover()
+
+    # -- runner events --------------------------------------------------------------------
+
+    @on(TurnStarted)
+    def _turn_started(self, message: TurnStarted) -> None:
+        self._current = (message.index, message.agent, message.by_human)
+        self.query_one(Transcript).start_turn(message.index, message.agent, message.by_human)
+        self._refresh_header()
+        self._show_takeover(message.agent if message.by_human else None)
+
+    @on(TokenStreamed)
+    def _token(self, message: TokenStreamed) -> None:
+        self.query_one(Transcript).stream(message.index, message.argument)
+
+    @on(TurnCommitted)
+    def _turn_committed(self, message: TurnCommitted) -> None:
+        self.query_one(Transcript).commit(message.turn)
+        self._current = None
+        self._refresh_header()
+        self._show_takeover()
+
+    @on(EvaluationArrived)
+    def _evaluation(self, message: EvaluationArrived) -> None:
+        self._refresh_scores()
+        if message.evaluation.kind == "terminal":
+            failed = not message.evaluation.ok
+            self.notify(
+                "The judge could not score every side; see the score panel."
+                if failed
+                else "Terminal (official) scores are in.",
+                severity="warning" if failed else "information",
+            )
+
+    @on(StatusChanged)
+    def _status(self, message: StatusChanged) -> None:
+        self.episode = message.episode
+        if message.episode.last_error:
+            self._error = f"The model failed: {message.episode.last_error}"
+        self._refresh_header()
+        self._show_takeover()
+
+    # -- the person's actions -------------------------------------------------------------
+
+    @on(ActionChosen)
+    def _action_chosen(self, message: ActionChosen) -> None:
+        if self._current is None or self._current[1] != message.side or not self._current[2]:
+            self.notify("It is not your turn yet.", severity="warning")
+            return
+        try:
+            self.runner.submit(message.side, message.action)
+        except EpisodeError as error:
+            self.notify(str(error), severity="error")
+
+    # -- key actions ----------------------------------------------------------------------
+
+    def action_toggle_pause(self) -> None:
+        if self.finished:
+            self.notify("The episode is over.")
+        elif self.playing:
+            self._pausing = True
+            self.runner.pause()
+            self._refresh_header()
+        else:
+            self._start(step=False)
+
+    def action_step(self) -> None:
+        if self.finished:
+            self.notify("The episode is over.")
+        elif self.playing:
+            self.notify("Pause first (p); then n plays one turn at a time.")
+        else:
+            self._start(step=True)
+
+    def action_stop(self) -> None:
+        if self.finished:
+            self.notify("The episode is already over.")
+            return
+        self.runner.stop()
+        self.notify("Stopping: the judge scores what was played.")
+        if not self.playing:
+            self._start(step=False)
+
+    def action_take_over(self, side: int) -> None:
+        if self.finished:
+            self.notify("The episode is over; there is nothing left to play.")
+            return
+        self.runner.take_over(side)
+        self._refresh_header()
+        self._show_takeover(side)
+        self.notify(f"You play {self.names[side]} now. Press h to hand it back to its model.")
+
+    def action_hand_back(self) -> None:
+        panel = self.query_one(TakeoverPanel)
+        side = panel.side if panel.display else None
+        if side is None:
+            self.notify("No side is played by you.")
+            return
+        try:
+            self.runner.hand_back(side)
+        except EpisodeError as error:
+            self.notify(str(error), severity="warning")
+            return
+        self.notify(f"{self.names[side]} is played by {self.episode.agent_models[side]} again.")
+        self._refresh_header()
+        self._show_takeover()
+        self.query_one(Transcript).focus()
+
+    def action_reasoning(self) -> None:
+        evaluation = self.query_one(ScorePanel).evaluation
+        if evaluation is None:
+            self.notify("No scores yet.")
+            return
+        self.app.push_screen(ReasoningScreen(evaluation, self.names, self.dimensions))
+
+    def action_leave(self) -> None:
+        if isinstance(self.focused, Input):
+            self.query_one(Transcript).focus()
+            return
+        if self.playing:
+            self.runner.pause()
+            self.notify("The episode pauses after this turn; resume it from the inspector (F3).")
+        self.dismiss()
+
+    def on_unmount(self) -> None:
+        self._leaving = True
+        if self.playing:
+            self.runner.pause()  # the worker closes the runner when the turn in progress ends
+        else:
+            self.runner.close()

@@ -1,0 +1,353 @@
+"""The library: browse scenarios and characters, pick who plays, pick the models, start."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+
+from sotopia_pi.config import Settings
+from sotopia_pi.profiles import Character, RelationshipLevel, Scenario, valid_pairs
+from sotopia_pi.runner import EpisodeSetup, new_episode
+from sotopia_pi.visibility import render_goal
+
+HUMAN = "human"
+NO_JUDGE = ""
+
+
+def scenario_matches(scenario: Scenario, needle: str) -> bool:
+    fields = [scenario.id, scenario.codename, scenario.source, scenario.category, scenario.scenario, *scenario.agent_goals]
+    return any(needle in field.lower() for field in fields)
+
+
+def character_matches(character: Character, needle: str) -> bool:
+    fields = [character.id, character.name, character.occupation, character.public_info]
+    return any(needle in field.lower() for field in fields)
+
+
+def level_name(level: RelationshipLevel) -> str:
+    return level.name.replace("_", " ")
+
+
+def scenario_details(scenario: Scenario) -> Text:
+    text = Text()
+    text.append(scenario.codename or scenario.id, style="bold")
+    extras = " · ".join(part for part in (scenario.source, scenario.category) if part)
+    text.append(f"  ({scenario.id}{' · ' + extras if extras else ''})\n", style="dim")
+    text.append("Relationship it needs: ", style="bold")
+    text.append(f"{level_name(scenario.relationship)} ({int(scenario.relationship)})\n")
+    text.append("Shared context: ", style="bold")
+    text.append(f"{scenario.scenario.strip()}\n")
+    for side, goal in enumerate(scenario.agent_goals):
+        text.append(f"Goal of side {side + 1}: ", style="bold")
+        text.append(f"{render_goal(goal)}\n")
+    for label, value in (
+        ("Ages", scenario.age_constraint),
+        ("Occupations", scenario.occupation_constraint),
+        ("Only these characters", scenario.agent_constraint),
+    ):
+        if value is not None:
+            text.append(f"{label}: ", style="bold")
+            text.append(f"{value}\n")
+    return text
+
+
+def character_details(character: Character) -> Text:
+    text = Text()
+    text.append(character.name, style="bold")
+    text.append(f"  ({character.id})\n", style="dim")
+    facts = [
+        ("Age", str(character.age) if character.age else ""),
+        ("Occupation", character.occupation),
+        ("Gender", " ".join(p for p in (character.gender, character.gender_pronoun) if p)),
+        ("Public info", character.public_info),
+        ("Personality and values", character.personality_and_values),
+        ("Big five", character.big_five),
+        ("Moral values", ", ".join(character.moral_values)),
+        ("Decision making", character.decision_making_style),
+        ("MBTI", character.mbti),
+        ("Secret", character.secret),
+    ]
+    for label, value in facts:
+        if value:
+            text.append(f"{label}: ", style="bold")
+            text.append(f"{value}\n")
+    return text
+
+
+class LibraryScreen(Screen):
+    BINDINGS = [
+        Binding("slash", "search", "Search"),
+        Binding("ctrl+t", "switch_list", "Scenarios/characters"),
+        Binding("ctrl+r", "start", "Start episode"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scenarios: list[Scenario] = []
+        self.characters: dict[str, Character] = {}
+        self.selected: Scenario | None = None
+        self.pairs: list[tuple[str, str]] = []
+        self._wanted_partner: str | None = None
+        self._settings_shown: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        settings = self.settings
+        self._settings_shown = settings
+        side1, side2, judge = self.model_options()
+        with Horizontal(id="library"):
+            with Vertical(id="library-left"):
+                yield Input(placeholder="search scenarios and characters  (/)", id="search")
+                with TabbedContent(id="library-tabs"):
+                    with TabPane("Scenarios", id="tab-scenarios"):
+                        yield OptionList(id="scenario-list")
+                    with TabPane("Characters", id="tab-characters"):
+                        yield OptionList(id="character-list")
+            with VerticalScroll(id="library-right"):
+                yield Static(id="details")
+                yield Label("Character pairs that fit the selected scenario", classes="section")
+                yield OptionList(id="pair-list")
+                with Horizontal(classes="form-row"):
+                    yield Label("Side 1", classes="form-label")
+                    yield Select([], prompt="character", id="character1")
+                    yield Select(side1, value=settings.agent1_model, id="model1", allow_blank=False)
+                with Horizontal(classes="form-row"):
+                    yield Label("Side 2", classes="form-label")
+                    yield Select([], prompt="character", id="character2")
+                    yield Select(side2, value=settings.agent2_model, id="model2", allow_blank=False)
+                with Horizontal(classes="form-row"):
+                    yield Label("Judge", classes="form-label")
+                    yield Select(judge, value=settings.judge_model, id="judge", allow_blank=False)
+                    yield Button("Start episode  ^r", id="start", variant="success")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    # -- data -----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read scenarios and characters from the store (a bad record is reported, not fatal)."""
+        store = self.app.store  # type: ignore[attr-defined]
+        try:
+            self.scenarios = store.scenarios()
+            self.characters = {c.id: c for c in store.characters()}
+            self.relationships = store.relationships()
+        except Exception as error:  # a record that no longer validates: say which
+            self.scenarios, self.characters, self.relationships = [], {}, []
+            self.query_one("#details", Static).update(
+                Text(f"The library could not be read: {error}", style="red")
+            )
+            self.notify(str(error), title="Library error", severity="error", timeout=15)
+            return
+        self.fill_lists()
+        if not self.scenarios:
+            self.query_one("#details", Static).update(
+                "The library is empty. Import SOTOPIA's scenarios with "
+                "`sotopia-pi import-sotopia DIR`, then come back (F2)."
+            )
+
+    def on_screen_resume(self) -> None:
+        if self._settings_shown is not self.settings:
+            self.fill_model_choices()
+
+    def model_options(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+        """Choices for side 1, side 2 and the judge: the presets, plus whatever the settings
+        name that is not a preset, plus a person (agents) or no judge."""
+        settings = self.settings
+        presets = [(f"{p.name}  [{p.model}]", p.model) for p in settings.model_choices()]
+        known = {model for _, model in presets}
+        sides = []
+        for default in settings.agent_models:
+            options = list(presets)
+            if default not in known and default != HUMAN:
+                options.append((f"{default} (from settings)", default))
+            options.append(("human: you play this side", HUMAN))
+            sides.append(options)
+        judge = list(presets)
+        if settings.judge_model and settings.judge_model not in known:
+            judge.append((f"{settings.judge_model} (from settings)", settings.judge_model))
+        judge.append(("no judge (no scores)", NO_JUDGE))
+        return sides[0], sides[1], judge
+
+    def fill_model_choices(self) -> None:
+        settings = self.settings
+        self._settings_shown = settings
+        defaults = (*settings.agent_models, settings.judge_model)
+        for widget_id, options, default in zip(("#model1", "#model2", "#judge"), self.model_options(), defaults):
+            select = self.query_one(widget_id, Select)
+            select.set_options(options)
+            select.value = default
+
+    def fill_lists(self) -> None:
+        needle = self.query_one("#search", Input).value.strip().lower()
+        scenarios = [s for s in self.scenarios if not needle or scenario_matches(s, needle)]
+        scenario_list = self.query_one("#scenario-list", OptionList)
+        scenario_list.clear_options()
+        scenario_list.add_options(
+            Option(
+                Text.assemble(
+                    (s.codename or s.id, "bold"), f"  {level_name(s.relationship)}", (f"  {s.source}", "dim")
+                ),
+                id=s.id,
+            )
+            for s in scenarios
+        )
+        characters = [c for c in self.characters.values() if not needle or character_matches(c, needle)]
+        character_list = self.query_one("#character-list", OptionList)
+        character_list.clear_options()
+        character_list.add_options(
+            Option(Text.assemble((c.name, "bold"), (f"  {c.occupation}", "dim")), id=c.id) for c in characters
+        )
+        if scenarios and self.selected is None:
+            scenario_list.highlighted = 0
+
+    # -- browsing -------------------------------------------------------------------------
+
+    @on(Input.Changed, "#search")
+    def _search(self) -> None:
+        self.fill_lists()
+
+    @on(Input.Submitted, "#search")
+    def _search_done(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        target = "#scenario-list" if tabs.active == "tab-scenarios" else "#character-list"
+        self.query_one(target, OptionList).focus()
+
+    @on(OptionList.OptionHighlighted, "#scenario-list")
+    def _scenario_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        scenario = next((s for s in self.scenarios if s.id == event.option.id), None)
+        if scenario is not None:
+            self.select_scenario(scenario)
+
+    @on(OptionList.OptionSelected, "#scenario-list")
+    def _scenario_chosen(self) -> None:
+        self.query_one("#pair-list", OptionList).focus()
+
+    @on(OptionList.OptionHighlighted, "#character-list")
+    def _character_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        character = self.characters.get(event.option.id or "")
+        if character is not None:
+            self.query_one("#details", Static).update(character_details(character))
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-scenarios" and self.selected is not None:
+            self.query_one("#details", Static).update(scenario_details(self.selected))
+
+    def select_scenario(self, scenario: Scenario) -> None:
+        self.selected = scenario
+        self.query_one("#details", Static).update(scenario_details(scenario))
+        store = self.app.store  # type: ignore[attr-defined]
+        fixed = [tuple(p.agent_ids) for p in store.pairings(scenario.id)]
+        fitting = valid_pairs(scenario, self.characters, self.relationships)
+        pairs = [p for p in fixed if p[0] in self.characters and p[1] in self.characters]
+        pairs += [p for p in fitting if p not in pairs]
+        self.pairs = pairs  # type: ignore[assignment]
+        pair_list = self.query_one("#pair-list", OptionList)
+        pair_list.clear_options()
+        if not pairs:
+            pair_list.add_option(
+                Option(
+                    f"No two characters have the relationship this scenario needs "
+                    f"({level_name(scenario.relationship)}).",
+                    disabled=True,
+                )
+            )
+        for first, second in pairs:
+            label = Text.assemble(
+                (self.characters[first].name, "bold"), " & ", (self.characters[second].name, "bold")
+            )
+            if (first, second) in fixed:
+                label.append("  (pairing)", style="dim")
+            pair_list.add_option(Option(label, id=f"{first}|{second}"))
+        firsts = list(dict.fromkeys(first for first, _ in pairs))
+        character1 = self.query_one("#character1", Select)
+        character1.set_options((self.characters[c].name, c) for c in firsts)
+        self.query_one("#character2", Select).set_options([])
+        if pairs:
+            self.choose_pair(*pairs[0])
+
+    def choose_pair(self, first: str, second: str) -> None:
+        character1 = self.query_one("#character1", Select)
+        self._wanted_partner = second
+        if character1.value == first:
+            self._fill_partners(first)
+        else:
+            character1.value = first
+
+    @on(OptionList.OptionSelected, "#pair-list")
+    @on(OptionList.OptionHighlighted, "#pair-list")
+    def _pair_chosen(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id and "|" in event.option.id:
+            first, second = event.option.id.split("|", 1)
+            self.choose_pair(first, second)
+
+    @on(Select.Changed, "#character1")
+    def _character1_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self._fill_partners(event.value)
+
+    def _fill_partners(self, first: str) -> None:
+        partners = list(dict.fromkeys(second for one, second in self.pairs if one == first))
+        character2 = self.query_one("#character2", Select)
+        character2.set_options((self.characters[c].name, c) for c in partners)
+        wanted = self._wanted_partner if self._wanted_partner in partners else None
+        self._wanted_partner = None
+        if wanted is None and partners:
+            wanted = partners[0]
+        if wanted is not None:
+            character2.value = wanted
+
+    # -- actions --------------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def action_switch_list(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = "tab-characters" if tabs.active == "tab-scenarios" else "tab-scenarios"
+        target = "#scenario-list" if tabs.active == "tab-scenarios" else "#character-list"
+        self.query_one(target, OptionList).focus()
+
+    @on(Button.Pressed, "#start")
+    def action_start(self) -> None:
+        setup = self.current_setup()
+        if setup is None:
+            return
+        app = self.app
+        try:
+            episode = new_episode(app.store, setup)  # type: ignore[attr-defined]
+        except Exception as error:  # a bad model name, a missing record: say so, lose nothing
+            self.notify(str(error), title="Cannot start", severity="error", timeout=10)
+            return
+        app.open_episode(episode.id)  # type: ignore[attr-defined]
+
+    def current_setup(self) -> EpisodeSetup | None:
+        if self.selected is None:
+            self.notify("Pick a scenario first.", severity="warning")
+            return None
+        values = [self.query_one(f"#{name}", Select).value for name in ("character1", "character2")]
+        if not all(isinstance(v, str) for v in values):
+            self.notify("Pick a pair of characters that fits this scenario.", severity="warning")
+            return None
+        models = tuple(str(self.query_one(f"#model{side}", Select).value) for side in (1, 2))
+        judge = self.query_one("#judge", Select).value
+        settings = self.settings
+        return EpisodeSetup(
+            scenario_id=self.selected.id,
+            agent_ids=(values[0], values[1]),  # type: ignore[arg-type]
+            agent_models=models,  # type: ignore[arg-type]
+            judge_model=str(judge) if isinstance(judge, str) else NO_JUDGE,
+            max_turns=settings.max_turns,
+            live_eval=settings.live_eval,
+        )

@@ -1,0 +1,160 @@
+"""The score panel: both agents' dimensions, provisional or terminal, and how they moved."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from sotopia_pi.episode import Evaluation
+from sotopia_pi.judge import DimensionSet
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def spark(values: Sequence[float], low: float, high: float) -> str:
+    """A one-line chart on a fixed scale (so that a flat line means flat scores)."""
+    if high <= low:
+        return ""
+    cells = []
+    for value in values:
+        share = (min(max(value, low), high) - low) / (high - low)
+        cells.append(BARS[round(share * (len(BARS) - 1))])
+    return "".join(cells)
+
+
+def overall_range(dimensions: DimensionSet) -> tuple[float, float]:
+    count = len(dimensions.dimensions)
+    return (
+        sum(d.low for d in dimensions.dimensions) / count,
+        sum(d.high for d in dimensions.dimensions) / count,
+    )
+
+
+def evaluation_title(evaluation: Evaluation | None) -> Text:
+    if evaluation is None:
+        return Text("No scores yet", style="dim")
+    turn = f"after turn #{evaluation.after_turn}" if evaluation.after_turn >= 0 else "before any turn"
+    if evaluation.kind == "terminal":
+        return Text.assemble(("TERMINAL", "bold green"), f" · official score · {turn}")
+    return Text.assemble(("PROVISIONAL", "bold yellow"), f" · {turn} · the official score comes at the end")
+
+
+def _short(name: str) -> str:
+    first, _, rest = name.partition(" ")
+    return f"{first} {rest[:1]}." if rest else first
+
+
+def score_table(
+    evaluation: Evaluation | None, names: tuple[str, str], dimensions: DimensionSet
+) -> Table:
+    table = Table(box=None, pad_edge=False, expand=True)
+    table.add_column("dimension")
+    table.add_column("range", justify="right", style="dim")
+    for name in names:
+        table.add_column(_short(name), justify="right")
+    agents = evaluation.agents if evaluation is not None else []
+    for dim in dimensions.dimensions:
+        cells = []
+        for side in (0, 1):
+            agent = agents[side] if agents else None
+            if agent is None:
+                cells.append(Text("-", style="dim"))
+            elif not agent.ok:
+                cells.append(Text("failed", style="bold red"))
+            elif dim.name in agent.scores:
+                cells.append(Text(str(agent.scores[dim.name].score)))
+            else:
+                cells.append(Text("?", style="dim"))
+        table.add_row(dim.name, f"{dim.low}..{dim.high}", *cells)
+    overall = []
+    for side in (0, 1):
+        agent = agents[side] if agents else None
+        value = agent.overall if agent is not None and agent.ok else None
+        overall.append(Text(f"{value:.2f}" if value is not None else "-", style="bold"))
+    table.add_row(Text("overall", style="bold"), "mean", *overall)
+    return table
+
+
+def trend_lines(
+    history: Sequence[Evaluation], names: tuple[str, str], dimensions: DimensionSet
+) -> list[Text]:
+    """Overall score per evaluation, per side: ▁ is the lowest possible, █ the highest."""
+    low, high = overall_range(dimensions)
+    lines = []
+    for side in (0, 1):
+        values = [
+            e.agents[side].overall
+            for e in history
+            if e.agents[side].ok and e.agents[side].overall is not None
+        ]
+        chart = spark(values, low, high) if values else "(no scores yet)"
+        last = f" {values[-1]:.2f}" if values else ""
+        lines.append(Text.assemble((f"{_short(names[side]):<12}", "bold"), chart, last))
+    return lines
+
+
+def failures(evaluation: Evaluation | None, names: tuple[str, str]) -> list[Text]:
+    if evaluation is None:
+        return []
+    return [
+        Text(f"Judge failed for {names[side]}: {agent.failure}", style="red")
+        for side, agent in enumerate(evaluation.agents)
+        if not agent.ok
+    ]
+
+
+class ScorePanel(Static):
+    """Shows one evaluation (the newest) and the trend over all of them."""
+
+    def __init__(self, names: tuple[str, str], dimensions: DimensionSet, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.names = names
+        self.dimensions = dimensions
+        self.evaluation: Evaluation | None = None
+        self.history: list[Evaluation] = []
+        self.note = ""
+
+    def on_mount(self) -> None:
+        self._redraw()
+
+    def show(self, evaluation: Evaluation | None, history: Sequence[Evaluation], note: str = "") -> None:
+        self.evaluation = evaluation
+        self.history = list(history)
+        self.note = note
+        self._redraw()
+
+    def _redraw(self) -> None:
+        parts: list = [evaluation_title(self.evaluation)]
+        if self.note:
+            parts.append(Text(self.note, style="dim"))
+        parts.append(score_table(self.evaluation, self.names, self.dimensions))
+        parts.extend(failures(self.evaluation, self.names))
+        parts.append(Text(f"overall per evaluation ({len(self.history)} so far)", style="dim"))
+        parts.extend(trend_lines(self.history, self.names, self.dimensions))
+        self.update(Group(*parts))
+
+
+def reasoning_text(evaluation: Evaluation, names: tuple[str, str], dimensions: DimensionSet) -> Text:
+    """Everything the judge said, dimension by dimension, for both agents."""
+    text = Text()
+    text.append_text(evaluation_title(evaluation))
+    text.append(f"\njudge: {evaluation.judge_model} · {evaluation.latency_ms / 1000:.1f} s\n")
+    for side, agent in enumerate(evaluation.agents):
+        text.append(f"\n{names[side]}\n", style="bold underline")
+        if not agent.ok:
+            text.append(f"  judge failed: {agent.failure}\n", style="red")
+            continue
+        for dim in dimensions.dimensions:
+            score = agent.scores.get(dim.name)
+            if score is None:
+                continue
+            text.append(f"  {dim.name} = {score.score}", style="bold")
+            text.append(f" ({dim.low}..{dim.high})\n", style="dim")
+            text.append(f"    {score.reasoning or '(no reasoning given)'}\n")
+        if agent.overall is not None:
+            text.append(f"  overall = {agent.overall:.2f}\n", style="bold")
+    return text

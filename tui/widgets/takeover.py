@@ -1,0 +1,82 @@
+"""The panel a person plays a character from: that character's view, an action chooser and a
+text box. It shows only what that character may see (its own goal, never the other's)."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Button, Input, Label, Select, Static
+
+from sotopia_pi.episode import ACTION_TYPES, ARGUMENT_MAX_CHARS, ActionType, AgentAction
+
+NEEDS_ARGUMENT = {ActionType.speak, ActionType.non_verbal, ActionType.action}
+
+
+class ActionChosen(Message):
+    def __init__(self, side: int, action: AgentAction) -> None:
+        super().__init__()
+        self.side = side
+        self.action = action
+
+
+class TakeoverPanel(Vertical):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.side: int | None = None
+        self.your_turn = False
+
+    def compose(self) -> ComposeResult:
+        yield Label("", id="takeover-title")
+        with VerticalScroll(id="takeover-view"):
+            yield Static("", id="takeover-context")
+        with Horizontal(id="takeover-controls"):
+            yield Select(
+                [(kind, kind) for kind in ACTION_TYPES],
+                value=ActionType.speak.value,
+                allow_blank=False,
+                id="action-type",
+            )
+            yield Input(
+                placeholder="what you say or do (Enter sends)",
+                max_length=ARGUMENT_MAX_CHARS,
+                id="argument",
+            )
+            yield Button("Send", id="send", variant="primary")
+        yield Label("", id="takeover-status")
+
+    def play(self, side: int, name: str, context: str) -> None:
+        """Show `side`'s own view; the person now plays it."""
+        self.side = side
+        self.query_one("#takeover-title", Label).update(f"You play {name} (side {side + 1})")
+        self.query_one("#takeover-context", Static).update(context)
+
+    def set_turn(self, your_turn: bool, message: str) -> None:
+        self.your_turn = your_turn
+        self.set_class(your_turn, "your-turn")
+        self.query_one("#takeover-status", Label).update(message)
+        if your_turn:
+            self.query_one("#argument", Input).focus()
+
+    @on(Input.Submitted, "#argument")
+    @on(Button.Pressed, "#send")
+    def _send(self, event: Message) -> None:
+        event.stop()
+        if self.side is None:
+            return
+        if not self.your_turn:
+            self.query_one("#takeover-status", Label).update("Wait: it is not your turn yet.")
+            return
+        kind = ActionType(self.query_one("#action-type", Select).value)
+        argument_box = self.query_one("#argument", Input)
+        argument = argument_box.value.strip()
+        if kind in NEEDS_ARGUMENT and not argument:
+            self.query_one("#takeover-status", Label).update(
+                f"Type what you want to {'say' if kind == ActionType.speak else 'do'} first."
+            )
+            return
+        if kind not in NEEDS_ARGUMENT:
+            argument = ""
+        argument_box.value = ""
+        self.post_message(ActionChosen(self.side, AgentAction(action_type=kind, argument=argument)))
