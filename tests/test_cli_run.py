@@ -157,6 +157,22 @@ def test_no_live_eval_leaves_the_judge_to_the_terminal_score(bike: Store, replay
     assert Store().episode(document["id"]).live_eval is False
 
 
+def test_live_eval_shares_the_judge_without_spoiling_the_terminal_score(bike: Store, replay):
+    judge = replay("judge", [judge_answer()] * 20)
+    talk = [action("speak", f"line {i}") for i in range(4)]
+    result = cli(
+        "run", "--scenario", "bike_sale", "--agent1", replay("a", talk), "--agent2", replay("b", talk),
+        "--judge", judge, "--max-turns", "4", "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    document = one_json_document(result)
+    assert all("overall" in agent for agent in document["evaluation"]["agents"])
+    assert document["evaluation"]["after_turn"] == 3
+    # how many provisional scores land depends on thread timing; never more than one per turn
+    assert 0 <= document["provisional_evaluations"] <= 4
+    assert Store().episode(document["id"]).live_eval is True
+
+
 def test_text_output_without_json_lists_turns_and_scores(bike: Store, replay):
     result = cli(
         "run", "--scenario", "bike_sale",
