@@ -7,6 +7,9 @@ deterministic. SOTOPIA's real profiles are imported where names and pairings mat
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -429,3 +432,19 @@ def test_resume_can_hand_a_side_to_a_person(bike: Store, replay):
         (4, "leave", "", True),
     ]
     assert bike.episode(episode_id).agent_models[0] == "human"
+
+
+# -- the installed command, in its own process ------------------------------------------------
+
+
+def test_the_console_script_exits_2_on_pause_with_only_json_on_stdout(bike: Store, replay):
+    command = [sys.executable, "-c", "from sotopia_pi.cli import main; main()"]
+    finished = subprocess.run(
+        [*command, "run", "--scenario", "bike_sale", "--agent1", replay("a", [action("speak", "hi")]),
+         "--agent2", replay("b", []), "--judge", "", "--json"],
+        capture_output=True, text=True, timeout=60, env=os.environ.copy(),
+    )
+    assert finished.returncode == 2, finished.stderr
+    document = json.loads(finished.stdout)
+    assert document["status"] == "paused"
+    assert f"sotopia-pi resume {document['id']}" in finished.stderr
