@@ -116,16 +116,18 @@ def _rank_key(metric: str):
     return key
 
 
-def _side_activity(store: Store) -> dict[SideKey, tuple[int, bool]]:
-    """(examples, played by a person) for every side that has turns; an example is a turn
-    with an action other than none and a recorded prompt, as export.is_example_turn says."""
+def _side_activity(store: Store, episode_id: str | None = None) -> dict[SideKey, tuple[int, bool]]:
+    """(examples, played by a person) for every side that has turns (of one episode if given);
+    an example is a turn with an action other than none and a recorded prompt, as
+    export.is_example_turn says."""
+    where, params = ("WHERE episode_id=? ", (episode_id,)) if episode_id is not None else ("", ())
     with store.transaction() as conn:
         rows = conn.execute(
             "SELECT episode_id, agent, "
             "SUM(action_type != ? AND COALESCE(json_array_length(data, '$.prompt'), 0) > 0) AS acted, "
             "MAX(COALESCE(json_extract(data, '$.by_human'), 0)) AS human "
-            "FROM turns GROUP BY episode_id, agent",
-            (ActionType.none.value,),
+            f"FROM turns {where}GROUP BY episode_id, agent",
+            (ActionType.none.value, *params),
         ).fetchall()
     return {(row["episode_id"], row["agent"]): (row["acted"], bool(row["human"])) for row in rows}
 
@@ -143,6 +145,41 @@ def _judge_failure(evaluation, side: int) -> str | None:
     return None
 
 
+def _episode_candidates(store: Store, episode, activity, tags, decisions) -> list[Candidate]:
+    evaluation = store.terminal_evaluation(episode.id)
+    episode_tags = list(dict.fromkeys([*episode.tags, *tags.get(episode.id, [])]))
+    candidates: list[Candidate] = []
+    for side in (0, 1):
+        model = episode.agent_models[side]
+        base_model, adapter = split_model_name(model)
+        examples, by_human = activity.get((episode.id, side), (0, False))
+        failure = _judge_failure(evaluation, side)
+        agent = evaluation.agents[side] if evaluation is not None else None
+        scores = {name: float(s.score) for name, s in agent.scores.items()} if agent else {}
+        overall = agent.overall if agent else None
+        if overall is None and scores:
+            overall = sum(scores.values()) / len(scores)
+        candidates.append(
+            Candidate(
+                episode_id=episode.id,
+                side=side,
+                scenario_id=episode.scenario_id,
+                model=model,
+                base_model=base_model,
+                adapter=adapter,
+                tags=episode_tags,
+                created_at=episode.created_at,
+                by_human=by_human,
+                examples=examples,
+                scores=scores if failure is None else {},
+                overall=overall if failure is None else None,
+                judge_failure=failure,
+                decision=resolve_decision(decisions, episode.id, side),
+            )
+        )
+    return candidates
+
+
 def load_candidates(store: Store) -> list[Candidate]:
     """Both sides of every finished episode, with scores, tags and manual decisions."""
     activity = _side_activity(store)
@@ -150,37 +187,17 @@ def load_candidates(store: Store) -> list[Candidate]:
     decisions = decision_map(store)
     candidates: list[Candidate] = []
     for episode in reversed(store.episodes(status=EpisodeStatus.finished)):
-        evaluation = store.terminal_evaluation(episode.id)
-        episode_tags = list(dict.fromkeys([*episode.tags, *tags.get(episode.id, [])]))
-        for side in (0, 1):
-            model = episode.agent_models[side]
-            base_model, adapter = split_model_name(model)
-            examples, by_human = activity.get((episode.id, side), (0, False))
-            failure = _judge_failure(evaluation, side)
-            agent = evaluation.agents[side] if evaluation is not None else None
-            scores = {name: float(s.score) for name, s in agent.scores.items()} if agent else {}
-            overall = agent.overall if agent else None
-            if overall is None and scores:
-                overall = sum(scores.values()) / len(scores)
-            candidates.append(
-                Candidate(
-                    episode_id=episode.id,
-                    side=side,
-                    scenario_id=episode.scenario_id,
-                    model=model,
-                    base_model=base_model,
-                    adapter=adapter,
-                    tags=episode_tags,
-                    created_at=episode.created_at,
-                    by_human=by_human,
-                    examples=examples,
-                    scores=scores if failure is None else {},
-                    overall=overall if failure is None else None,
-                    judge_failure=failure,
-                    decision=resolve_decision(decisions, episode.id, side),
-                )
-            )
+        candidates += _episode_candidates(store, episode, activity, tags, decisions)
     return candidates
+
+
+def episode_candidates(store: Store, episode_id: str) -> list[Candidate]:
+    """The two candidate sides of one finished episode as they are now (after a decision or
+    a tag changed them), without reloading every episode."""
+    episode = _finished_episode(store, episode_id, "curated")
+    return _episode_candidates(
+        store, episode, _side_activity(store, episode.id), curator_tags(store), decision_map(store)
+    )
 
 
 # -- filters ------------------------------------------------------------------------------
@@ -578,6 +595,51 @@ def selection_statistics(
     return selection_stats(frozen, kept, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens)
 
 
+SideState = Literal["selected", "kept by hand", "rejected", "filtered out"]
+
+
+class PreviewRow(BaseModel):
+    candidate: Candidate
+    state: SideState
+    matches: bool = Field(
+        description="in the selection, or rejected by hand where the filters would otherwise select it"
+    )
+
+
+class Preview(BaseModel):
+    """A selection plus, for every candidate, where it stands: what a curation browser shows."""
+
+    selection: Selection
+    rows: list[PreviewRow]
+
+    def matching(self) -> list[PreviewRow]:
+        return [row for row in self.rows if row.matches]
+
+
+def preview(candidates: Sequence[Candidate], filters: Sequence[Filter] = ()) -> Preview:
+    """Select, then label every candidate. A rejected side still matches when the filters
+    would pick it with every manual rejection lifted, so a browser can show it and undo it."""
+    selection = select(candidates, filters)
+    kept = set(selection.kept)
+    rejected = {c.key for c in candidates if c.decision == "reject"}
+    if rejected:
+        lifted = [c.model_copy(update={"decision": None}) if c.key in rejected else c for c in candidates]
+        would_keep = set(select(lifted, filters).kept)
+    else:
+        would_keep = set()
+    rows = []
+    for candidate in candidates:
+        if candidate.key in rejected:
+            state, matches = "rejected", candidate.key in would_keep
+        elif candidate.decision == "keep":
+            state, matches = "kept by hand", True
+        else:
+            state = "selected" if candidate.key in kept else "filtered out"
+            matches = candidate.key in kept
+        rows.append(PreviewRow(candidate=candidate, state=state, matches=matches))
+    return Preview(selection=selection, rows=rows)
+
+
 # -- manual decisions ---------------------------------------------------------------------
 
 
@@ -706,6 +768,20 @@ def remove_tags(store: Store, episode_id: str, tags: Iterable[str]) -> list[str]
     return curator_tags(store).get(episode.id, [])
 
 
+def set_tags(store: Store, episode_id: str, tags: Iterable[str]) -> list[str]:
+    """Make the episode's curator tags exactly `tags` (tags the runner gave it are untouched)."""
+    episode = _episode(store, episode_id)
+    wanted = list(dict.fromkeys(_check_tag(tag) for tag in tags))
+    keep_clause = f" AND tag NOT IN ({','.join('?' * len(wanted))})" if wanted else ""
+    with store.transaction() as conn:
+        conn.execute(f"DELETE FROM curation_tags WHERE episode_id=?{keep_clause}", (episode.id, *wanted))
+        conn.executemany(
+            "INSERT OR IGNORE INTO curation_tags (episode_id, tag, created_at) VALUES (?, ?, ?)",
+            [(episode.id, tag, utc_now()) for tag in wanted],
+        )
+    return curator_tags(store).get(episode.id, [])
+
+
 def curator_tags(store: Store) -> dict[str, list[str]]:
     tags: dict[str, list[str]] = defaultdict(list)
     for row in _rows(store, "SELECT episode_id, tag FROM curation_tags ORDER BY episode_id, tag"):
@@ -724,7 +800,12 @@ class TurnEdit(BaseModel):
     created_at: str
 
 
-_EDITABLE = {ActionType.speak, ActionType.non_verbal, ActionType.action}
+EDITABLE_ACTIONS = frozenset({ActionType.speak, ActionType.non_verbal, ActionType.action})
+
+
+def is_editable(turn) -> bool:
+    """Whether a turn carries text a curator can edit."""
+    return turn.action_type in EDITABLE_ACTIONS
 
 
 def _write_turn(store: Store, turn, original: str, edited: str | None) -> TurnEdit:
@@ -755,7 +836,7 @@ def edit_turn(store: Store, episode_id: str, index: int, text: str) -> TurnEdit:
     """Replace what an agent said or did at one turn. The original argument stays in the turn
     (Turn.argument); the new text goes to Turn.edited_argument and to the edit history."""
     turn = _turn(store, episode_id, index)
-    if turn.action_type not in _EDITABLE:
+    if not is_editable(turn):
         raise CurationError(
             f"turn {index} of episode {turn.episode_id} is a {turn.action_type.value!r} action, which has "
             "no text; only speak, non-verbal communication and action turns can be edited"
@@ -803,14 +884,18 @@ __all__ = [
     "Cutoff",
     "DateRange",
     "Decision",
+    "EDITABLE_ACTIONS",
     "FILTER_GRAMMAR",
     "Filter",
     "FilterStep",
     "HumanPlayed",
     "ManuallyKept",
     "ModelIs",
+    "Preview",
+    "PreviewRow",
     "ScenarioIs",
     "Selection",
+    "SideState",
     "StoreError",
     "TagIs",
     "TopFraction",
@@ -821,14 +906,18 @@ __all__ = [
     "curator_tags",
     "decisions",
     "edit_turn",
+    "episode_candidates",
+    "is_editable",
     "load_candidates",
     "parse_filter",
+    "preview",
     "remove_tags",
     "revert_turn",
     "score_cutoff",
     "select",
     "selection_statistics",
     "set_decision",
+    "set_tags",
     "top_fraction",
     "turn_edits",
 ]

@@ -336,3 +336,49 @@ def test_selection_stats_count_examples_and_tokens_per_side_and_scenario(seeded:
     assert stats.total.tokens == sum(c.tokens for c in stats.per_scenario.values())
     candidates = {c.key: c for c in load_candidates(seeded)}
     assert candidates[(a.id, 0)].examples == side0
+
+
+# -- what a curation browser needs --------------------------------------------------------
+
+
+def test_preview_labels_every_side_and_keeps_a_rejected_match_visible(seeded: Store):
+    best = add_episode(seeded, (9, 9), minutes=0)
+    second = add_episode(seeded, (8, 2), minutes=1)
+    weak = add_episode(seeded, (1, 1), minutes=2)
+    curation.set_decision(seeded, best.id, "reject", side=0)
+    curation.set_decision(seeded, weak.id, "keep", side=1)
+    view = curation.preview(load_candidates(seeded), [BestSide()])
+    states = {(row.candidate.episode_id, row.candidate.side): (row.state, row.matches) for row in view.rows}
+    assert states == {
+        (best.id, 0): ("rejected", True),  # best-side would pick it without the rejection
+        (best.id, 1): ("selected", True),
+        (second.id, 0): ("selected", True),  # the next best, let in by the rejection
+        (second.id, 1): ("filtered out", False),
+        (weak.id, 0): ("filtered out", False),
+        (weak.id, 1): ("kept by hand", True),
+    }
+    assert set(view.selection.kept) == {(second.id, 0), (best.id, 1), (weak.id, 1)}
+    curation.set_decision(seeded, second.id, "reject", side=1)
+    view = curation.preview(load_candidates(seeded), [BestSide()])
+    second_1 = next(r for r in view.rows if r.candidate.key == (second.id, 1))
+    assert (second_1.state, second_1.matches) == ("rejected", False)  # never the best: stays hidden
+
+
+def test_episode_candidates_reflect_a_new_decision_and_tags(seeded: Store):
+    episode = add_episode(seeded, (6, 3), tags=("runner-tag",))
+    curation.set_decision(seeded, episode.id, "reject")
+    curation.set_decision(seeded, episode.id, "keep", side=1)
+    assert curation.set_tags(seeded, episode.id, ["gold", "short", "gold"]) == ["gold", "short"]
+    assert curation.set_tags(seeded, episode.id, ["short", "new"]) == ["new", "short"]
+    fresh = curation.episode_candidates(seeded, episode.id[:10])
+    assert [(c.side, c.decision, c.tags, c.score("goal")) for c in fresh] == [
+        (0, "reject", ["runner-tag", "new", "short"], 6.0),
+        (1, "keep", ["runner-tag", "new", "short"], 3.0),
+    ]
+    assert fresh == [c for c in load_candidates(seeded) if c.episode_id == episode.id]
+    assert curation.set_tags(seeded, episode.id, []) == []
+    with pytest.raises(CurationError, match="comma"):
+        curation.set_tags(seeded, episode.id, ["x,y"])
+    running = add_episode(seeded, (4, 4), status=EpisodeStatus.running, minutes=1)
+    with pytest.raises(CurationError, match="running"):
+        curation.episode_candidates(seeded, running.id)
