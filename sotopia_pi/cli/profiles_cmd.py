@@ -11,8 +11,8 @@ from rich.table import Table
 
 from ..profiles import Character, Scenario, valid_pairs
 from ..sotopia_io import SOTOPIA_HARD_SCENARIO_IDS, export_sotopia, import_sotopia
-from ..store import NotFound, Store
-from .app import app, emit_json, fail
+from ..store import NotFound
+from .app import app, emit_json, fail, open_store
 
 scenarios_app = typer.Typer(help="Browse scenarios (social tasks).", no_args_is_help=True)
 characters_app = typer.Typer(help="Browse characters.", no_args_is_help=True)
@@ -30,7 +30,7 @@ def import_sotopia_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Import SOTOPIA's characters, scenarios, relationships and pairings (exits 1 if any line was skipped)."""
-    with Store() as store:
+    with open_store() as store:
         report = import_sotopia(store, directory)
     if as_json:
         emit_json(report)
@@ -48,7 +48,7 @@ def export_sotopia_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Write every profile in SOTOPIA's JSONL format (records imported unedited come back verbatim)."""
-    with Store() as store:
+    with open_store() as store:
         try:
             report = export_sotopia(store, directory)
         except OSError as error:
@@ -99,7 +99,7 @@ def list_scenarios(
     as_json: JsonFlag = False,
 ) -> None:
     """List scenarios."""
-    with Store() as store:
+    with open_store() as store:
         scenarios = store.scenarios()
     if hard:
         scenarios = [s for s in scenarios if s.id in SOTOPIA_HARD_SCENARIO_IDS]
@@ -124,7 +124,7 @@ def show_scenario(
     as_json: JsonFlag = False,
 ) -> None:
     """Show one scenario: shared text, both goals, relationship, and the character pairs that fit it."""
-    with Store() as store:
+    with open_store() as store:
         try:
             scenario = store.scenario(scenario_id)
         except NotFound as error:
@@ -182,7 +182,7 @@ def list_characters(
     as_json: JsonFlag = False,
 ) -> None:
     """List characters."""
-    with Store() as store:
+    with open_store() as store:
         characters = store.find_characters(search) if search else store.characters()
     if as_json:
         emit_json([c.model_dump(mode="json") for c in characters])
