@@ -188,7 +188,7 @@ def print_summary(modes: dict[str, list[TurnTiming]]) -> None:
     for label, field in (("latency", "latency_ms"), ("time-to-first-token", "first_token_ms")):
         ratio = getattr(timings[-1], field) / getattr(timings[BASELINE_TURN], field)
         verdict = "meets" if ratio <= PER_AGENT_TARGET else "misses"
-        print(f"per-agent {label} ratio {ratio:.2f}x {verdict} the target of <= {PER_AGENT_TARGET}x")
+        print(f"per-agent {label} ratio {ratio:.3f}x {verdict} the target of <= {PER_AGENT_TARGET}x")
 
 
 def main(argv: list[str] | None = None) -> None:
