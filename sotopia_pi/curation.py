@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timezone
 from typing import Annotated, Literal
 
@@ -30,6 +31,7 @@ from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, model_valida
 from .backends.base import ModelNameError, format_model_name, parse_model_name
 from .episode import ActionType, EpisodeStatus, utc_now
 from .export import (
+    Counts,
     SelectionStats,
     SideKey,
     TokenCounter,
@@ -595,6 +597,76 @@ def selection_statistics(
     return selection_stats(frozen, kept, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens)
 
 
+class SelectionCounter:
+    """selection_statistics that remembers each side it has counted, so that recounting after
+    a decision or a filter change reads only sides never counted before. A side whose episode
+    had a turn edited since (here, in the CLI, anywhere) is read again. Safe to share between
+    worker threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_prompt_tokens: int | None = None,
+        count_tokens: TokenCounter = estimate_tokens,
+    ) -> None:
+        self.store = store
+        self.max_prompt_tokens = max_prompt_tokens
+        self.count_tokens = count_tokens
+        self._sides: dict[SideKey, tuple[int, str, Counts]] = {}  # (edit stamp, scenario, counts)
+        self._lock = threading.Lock()
+
+    def _edit_stamps(self) -> dict[str, int]:
+        """The newest turn edit of every edited episode: a side counted before it is stale."""
+        rows = _rows(self.store, "SELECT episode_id, MAX(id) AS stamp FROM turn_edits GROUP BY episode_id")
+        return {row["episode_id"]: row["stamp"] for row in rows}
+
+    def count(self, kept: Sequence[SideKey], cancelled: Callable[[], bool] = lambda: False) -> SelectionStats | None:
+        """The statistics of `kept`, or None if `cancelled()` turned true on the way."""
+        stamps = self._edit_stamps()
+        found: dict[SideKey, tuple[str, Counts]] = {}
+        missing: dict[str, list[int]] = defaultdict(list)
+        with self._lock:
+            for key in kept:
+                cached = self._sides.get(key)
+                if cached is not None and cached[0] == stamps.get(key[0], 0):
+                    found[key] = cached[1:]
+                else:
+                    missing[key[0]].append(key[1])
+        for episode_id, sides in missing.items():
+            if cancelled():
+                return None
+            frozen = freeze_episode(self.store, episode_id)
+            stats = selection_stats(
+                [frozen],
+                [(episode_id, side) for side in sides],
+                max_prompt_tokens=self.max_prompt_tokens,
+                count_tokens=self.count_tokens,
+            )
+            stamp = stamps.get(episode_id, 0)  # read before freezing: a later edit makes it stale
+            for side in sides:
+                found[(episode_id, side)] = (frozen.episode.scenario_id, stats.per_side[str(side)])
+                with self._lock:
+                    self._sides[(episode_id, side)] = (stamp, *found[(episode_id, side)])
+        return _sum_counts(kept, found)
+
+
+def _sum_counts(kept: Sequence[SideKey], counted: dict[SideKey, tuple[str, Counts]]) -> SelectionStats:
+    stats = SelectionStats(episodes=len({episode_id for episode_id, _ in kept}))
+    for key in kept:
+        scenario_id, counts = counted[key]
+        buckets = (
+            stats.total,
+            stats.per_side.setdefault(str(key[1]), Counts()),
+            stats.per_scenario.setdefault(scenario_id, Counts()),
+        )
+        for bucket in buckets:
+            bucket.sides += counts.sides
+            bucket.examples += counts.examples
+            bucket.tokens += counts.tokens
+    return stats
+
+
 SideState = Literal["selected", "kept by hand", "rejected", "filtered out"]
 
 
@@ -895,6 +967,7 @@ __all__ = [
     "PreviewRow",
     "ScenarioIs",
     "Selection",
+    "SelectionCounter",
     "SideState",
     "StoreError",
     "TagIs",

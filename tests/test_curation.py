@@ -382,3 +382,37 @@ def test_episode_candidates_reflect_a_new_decision_and_tags(seeded: Store):
     running = add_episode(seeded, (4, 4), status=EpisodeStatus.running, minutes=1)
     with pytest.raises(CurationError, match="running"):
         curation.episode_candidates(seeded, running.id)
+
+
+def test_the_selection_counter_matches_a_full_count_and_rereads_only_what_it_must(seeded: Store, monkeypatch):
+    a = add_episode(seeded, (9, 2), minutes=0)
+    b = add_episode(seeded, (3, 8), scenario_id="bike-swap", minutes=1)
+    short = [("speak", "Hi."), ("none", ""), ("leave", "")]
+    c = add_episode(seeded, (5, 5), scenario_id="bike-swap", actions=short, minutes=2)
+    counter = curation.SelectionCounter(seeded)
+    reads: list[str] = []
+    real_freeze = curation.freeze_episode
+
+    def count_and_log(kept, **options):
+        reads.clear()
+        monkeypatch.setattr(curation, "freeze_episode", lambda store, episode_id: reads.append(episode_id) or real_freeze(store, episode_id))
+        try:
+            return counter.count(kept, **options)
+        finally:
+            monkeypatch.setattr(curation, "freeze_episode", real_freeze)
+
+    first = [(a.id, 0), (b.id, 1), (c.id, 0)]
+    assert count_and_log(first) == curation.selection_statistics(seeded, first)
+    assert sorted(reads) == sorted([a.id, b.id, c.id])
+    second = [(a.id, 0), (c.id, 0), (c.id, 1)]
+    assert count_and_log(second) == curation.selection_statistics(seeded, second)
+    assert reads == [c.id]  # only side 1 of c was new
+
+    curation.edit_turn(seeded, a.id, 0, "A much longer opening line than the one the agent first produced.")
+    assert count_and_log(second) == curation.selection_statistics(seeded, second)
+    assert reads == [a.id]  # the edit made its count stale
+    assert count_and_log(second, cancelled=lambda: True) == curation.selection_statistics(seeded, second)
+    curation.revert_turn(seeded, a.id, 0)
+    assert count_and_log(second, cancelled=lambda: True) is None  # it had to read and was told to stop
+    assert count_and_log(second) == curation.selection_statistics(seeded, second)
+    assert counter.count([]) == curation.selection_statistics(seeded, [])
