@@ -31,6 +31,10 @@ def system_prompt(name: str, view: View) -> str:
         "background and their own goal in mind. Your goal is private: the other person does not "
         "know it, and you do not know theirs. Be natural and brief, react to what the other person "
         "actually said, and do not repeat yourself.\n\n"
+        f"On each turn you choose one action type: {', '.join(ACTION_TYPES)}. To talk, use speak "
+        "and put your own words, in character, in the argument. For a gesture or a facial "
+        "expression use non-verbal communication; for a physical deed use action; to end the "
+        "conversation use leave; to let the turn pass use none (both with an empty argument).\n\n"
         "What you know about this interaction:\n"
         f"{view.render()}"
     )
@@ -50,16 +54,10 @@ def history_lines(turns: Sequence[Turn], names: Sequence[str]) -> list[str]:
 
 
 def closing_block(turn_index: int, name: str) -> str:
-    kinds = ", ".join(ACTION_TYPES)
+    """Short on purpose: it is re-read on every turn, after the cached history."""
     return (
-        f"{CLOSING_PREFIX}{turn_index}. It is {name}'s move. Choose one action type from: {kinds}.\n"
-        '- "speak": the argument is what you say out loud.\n'
-        '- "non-verbal communication": the argument is a gesture or facial expression.\n'
-        '- "action": the argument is something you physically do.\n'
-        '- "leave": you end the conversation (your goal is met, or you cannot or will not go on); '
-        "the argument is empty.\n"
-        '- "none": you do nothing this turn; the argument is empty.\n'
-        'Answer with one JSON object and nothing else, like {"action_type": "speak", "argument": "..."}.'
+        f"{CLOSING_PREFIX}{turn_index}. What does {name} do or say now? Answer with one JSON "
+        'object with the keys "action_type" and "argument", and nothing else.'
     )
 
 

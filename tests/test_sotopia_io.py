@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from sotopia_pi.library import load_library
 from typer.testing import CliRunner
 
 from sotopia_pi.cli import app
@@ -397,8 +399,9 @@ def test_cli_export_and_listings(sotopia_dir: Path, tmp_path: Path):
     assert all(s["sotopia_hard"] for s in hard)
     found = json.loads(_cli("scenarios", "list", "--search", "galaxy s8", "--json").stdout)
     assert [s["id"] for s in found] == [GALAXY_SALE]
-    assert len(json.loads(_cli("scenarios", "list", "--json").stdout)) == 90
-    assert len(json.loads(_cli("characters", "list", "--json").stdout)) == 40
+    library = load_library()  # listings open the store with the built-in library installed
+    assert len(json.loads(_cli("scenarios", "list", "--json").stdout)) == 90 + len(library.scenarios)
+    assert len(json.loads(_cli("characters", "list", "--json").stdout)) == 40 + len(library.characters)
     assert "Amara Hartley" in _cli("characters", "list").stdout
 
     shown = json.loads(_cli("scenarios", "show", "movie_scene", "--json").stdout)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..profiles import Character, Scenario, valid_pairs
 from ..sotopia_io import SOTOPIA_HARD_SCENARIO_IDS, export_sotopia, import_sotopia
-from ..store import NotFound
+from ..store import NotFound, Store
 from .app import app, emit_json, fail, open_store
 
 scenarios_app = typer.Typer(help="Browse scenarios (social tasks).", no_args_is_help=True)
@@ -30,7 +30,7 @@ def import_sotopia_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Import SOTOPIA's characters, scenarios, relationships and pairings (exits 1 if any line was skipped)."""
-    with open_store() as store:
+    with Store() as store:
         report = import_sotopia(store, directory)
     if as_json:
         emit_json(report)
@@ -48,7 +48,7 @@ def export_sotopia_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Write every profile in SOTOPIA's JSONL format (records imported unedited come back verbatim)."""
-    with open_store() as store:
+    with Store() as store:
         try:
             report = export_sotopia(store, directory)
         except OSError as error:
