@@ -19,12 +19,15 @@ from sotopia_pi.config import Settings
 from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.store import Store
 
+from .screens.curation import CurationScreen
 from .screens.episode import EpisodeScreen
 from .screens.help import HelpScreen
 from .screens.inspector import InspectorScreen, ReplayScreen
 from .screens.library import LibraryScreen
 from .screens.reasoning import ReasoningScreen
 from .screens.settings import SettingsScreen
+from .screens.turn_editor import TurnEditorScreen
+from .widgets.filter_bar import ActiveFilters
 
 
 def ensure_builtin_library(store: Store) -> str | None:
@@ -44,13 +47,19 @@ class SotopiaApp(App):
     TITLE = "sotopia-pi"
     CSS_PATH = "app.tcss"
     ENABLE_COMMAND_PALETTE = False
-    MODES = {"library": LibraryScreen, "inspector": InspectorScreen, "settings": SettingsScreen}
+    MODES = {
+        "library": LibraryScreen,
+        "inspector": InspectorScreen,
+        "settings": SettingsScreen,
+        "curation": CurationScreen,
+    }
     DEFAULT_MODE = "library"
     BINDINGS = [
         Binding("f1,question_mark", "help", "Help"),
         Binding("f2", "switch_mode('library')", "Library"),
         Binding("f3", "switch_mode('inspector')", "Inspector"),
         Binding("f4", "switch_mode('settings')", "Settings"),
+        Binding("f6", "switch_mode('curation')", "Curation"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -90,6 +99,9 @@ class SotopiaApp(App):
             ("Replay of one episode", ReplayScreen.BINDINGS),
             ("Judge's reasoning", ReasoningScreen.BINDINGS),
             ("Settings (F4)", SettingsScreen.BINDINGS),
+            ("Curation (F6)", CurationScreen.BINDINGS),
+            ("Curation: active filter list", ActiveFilters.BINDINGS),
+            ("Curation: turn editor (e)", TurnEditorScreen.BINDINGS),
         ]
         self.push_screen(HelpScreen(sections))
 
