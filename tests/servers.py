@@ -8,7 +8,8 @@ files to download).
         server.stop()                          # e.g. mid-episode, to test the failure path
 
     with canned_http_server(status=500, body=b"oops") as url: ...
-    with file_server(directory) as base_url: ...   # GET, HEAD and Range requests
+    with scripted_chat_server(respond) as url: ...  # respond(request_json, headers) decides
+    with file_server(directory) as base_url: ...   # GET and Range requests
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import json
 import os
 import signal
 import socket
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +165,82 @@ def canned_http_server(
             self.wfile.write(body)
 
         do_GET = do_POST = _answer
+
+    with _serving(Handler) as base:
+        yield f"{base}/v1"
+
+
+@dataclass
+class SSE:
+    """A streamed answer: each event is sent as `data: <json>`, then `data: [DONE]`."""
+
+    events: list[dict]
+
+
+def chat_completion(content: str, *, finish_reason: str = "stop", usage: dict | None = None) -> dict:
+    """A minimal, valid OpenAI chat-completion document."""
+    document = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "scripted",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        document["usage"] = usage
+    return document
+
+
+def chat_chunks(pieces: list[str], *, usage: dict | None = None) -> SSE:
+    """The streamed form of a reply: one chunk per piece, a final chunk, an optional usage chunk."""
+
+    def chunk(delta: dict, finish_reason: str | None) -> dict:
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "scripted",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    events = [chunk({"role": "assistant", "content": piece}, None) for piece in pieces]
+    events.append(chunk({}, "stop"))
+    if usage is not None:
+        events.append({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "scripted", "choices": [], "usage": usage})
+    return SSE(events)
+
+
+Responder = Callable[[dict, dict], "tuple[int, dict | SSE | bytes]"]
+
+
+@contextlib.contextmanager
+def scripted_chat_server(respond: Responder) -> Iterator[str]:
+    """A loopback server whose every POST is answered by `respond(request_json, headers)`
+    (header names in lower case),
+    which returns (status, payload): a dict is sent as JSON, an SSE as an event stream, bytes
+    as text/plain. Yields the base URL with /v1 appended."""
+
+    class Handler(_QuietHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            status, payload = respond(json.loads(raw or b"{}"), headers)
+            if isinstance(payload, SSE):
+                body = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in payload.events)
+                body += b"data: [DONE]\n\n"
+                content_type = "text/event-stream"
+            elif isinstance(payload, dict):
+                body, content_type = json.dumps(payload).encode(), "application/json"
+            else:
+                body, content_type = payload, "text/plain"
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test)
 
     with _serving(Handler) as base:
         yield f"{base}/v1"
