@@ -12,6 +12,7 @@ with the error recorded; nothing already played is lost, and `resume_episode` (o
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ from .backends.human import HumanBackend
 from .episode import (
     ActionType,
     AgentAction,
+    AgentEvaluation,
     Episode,
     EpisodeStatus,
     Evaluation,
@@ -38,6 +40,8 @@ from .visibility import HINT_TAGS, agent_view
 DEFAULT_MAX_TURNS = 20
 DEFAULT_STALE_LIMIT = 2
 LLAMA_KINDS = {"embedded", "gguf", "catalog"}
+
+log = logging.getLogger(__name__)
 
 
 class RunnerEvents:
@@ -179,26 +183,40 @@ class EpisodeRunner:
             return {"n_threads": max(1, cores // 2)}
         return {}
 
+    def _load(self, model: str, role: str) -> ChatBackend:
+        """Build a backend; whatever goes wrong while loading becomes a BackendError."""
+        try:
+            return self._factory(model, **self._thread_options(model, role))
+        except BackendError:
+            raise
+        except Exception as error:  # a missing file, a bad option, a broken install
+            raise BackendError(f"cannot load {model}: {error}") from error
+
     def _agent_backend(self, side: int) -> ChatBackend:
         if side in self._humans:
             return self._humans[side]
         with self._lock:
             if side not in self._models:
-                model = self.episode.agent_models[side]
-                self._models[side] = self._factory(model, **self._thread_options(model, "agent"))
+                self._models[side] = self._load(self.episode.agent_models[side], "agent")
             return self._models[side]
 
     def judge(self) -> Judge | None:
+        """The judge, loaded on first use; None when the episode has no judge.
+        Raises BackendError when the judge model cannot be loaded."""
         if not self.episode.judge_model and self._judge_backend is None:
             return None
         if self._judge is None:
-            backend = self._judge_backend or self._factory(
-                self.episode.judge_model,
-                **self._thread_options(self.episode.judge_model, "judge"),
-            )
+            backend = self._judge_backend or self._load(self.episode.judge_model, "judge")
             self._judge_backend = backend
             self._judge = Judge(backend, load_dimension_set(self.settings.get("dimension_set", "sotopia")))
         return self._judge
+
+    def load_models(self) -> None:
+        """Load both agents and the judge now, so that a model that cannot load fails before a
+        turn is played rather than halfway through. Raises BackendError."""
+        for side in (0, 1):
+            self._agent_backend(side)
+        self.judge()
 
     # -- control from other threads -------------------------------------------------------
 
@@ -244,11 +262,15 @@ class EpisodeRunner:
 
     def set_model(self, side: int, model: str, backend: ChatBackend | None = None) -> None:
         """Swap the model (or adapter) of a side; takes effect from the next turn."""
-        parse_model_name(model)
+        spec = parse_model_name(model)
         with self._lock:
             old = self._models.pop(side, None)
-            if backend is not None:
-                self._models[side] = backend
+            if spec.is_human:
+                self._humans[side] = backend if isinstance(backend, HumanBackend) else HumanBackend()
+            else:
+                self._humans.pop(side, None)
+                if backend is not None:
+                    self._models[side] = backend
             self.episode.agent_models[side] = model
             self.store.save_episode(self.episode)
         if old is not None and self._current_side != side:
@@ -287,7 +309,8 @@ class EpisodeRunner:
 
     def _begin(self) -> bool:
         if self.episode.status == EpisodeStatus.finished:
-            if self.store.terminal_evaluation(self.episode.id) is None and self.judge():
+            has_judge = self.episode.judge_model or self._judge_backend is not None
+            if has_judge and self.store.terminal_evaluation(self.episode.id) is None:
                 self._terminal_evaluation()
             return False
         self.episode.last_error = ""
@@ -296,10 +319,16 @@ class EpisodeRunner:
         if reason:
             self._finish(reason)
             return False
-        if self.episode.live_eval and self._live is None and self.judge() is not None:
-            self._live = LiveEvaluator(
-                self.judge(), self.episode.id, self.scenario, self.characters, self._store_live
-            )
+        if self.episode.live_eval and self._live is None:
+            try:
+                judge = self.judge()
+            except BackendError as error:
+                log.warning("live evaluation is off for this run: %s", error)
+                judge = None
+            if judge is not None:
+                self._live = LiveEvaluator(
+                    judge, self.episode.id, self.scenario, self.characters, self._store_live
+                )
         return True
 
     @property
@@ -315,6 +344,11 @@ class EpisodeRunner:
             turn = self._play_turn()
         except BackendError as error:
             self.episode.last_error = str(error)
+            self._set_status(EpisodeStatus.paused)
+            return False
+        except Exception as error:  # never leave an episode marked as running
+            log.exception("turn %d of episode %s failed", len(self.turns), self.episode.id)
+            self.episode.last_error = f"unexpected error: {type(error).__name__}: {error}"
             self._set_status(EpisodeStatus.paused)
             return False
         if turn is None:  # abandoned for a takeover, a hand-back, a pause or a stop
@@ -390,15 +424,26 @@ class EpisodeRunner:
         self._close_live()
         self.episode.end_reason = reason
         self._set_status(EpisodeStatus.finished)
-        if self.judge() is not None:
+        if self.episode.judge_model or self._judge_backend is not None:
             self._terminal_evaluation()
 
     def _terminal_evaluation(self) -> Evaluation:
-        judge = self.judge()
-        assert judge is not None
-        evaluation = judge.evaluate(
-            self.episode.id, self.scenario, self.characters, self.turns, kind="terminal"
-        )
+        try:
+            judge = self.judge()
+            assert judge is not None
+            evaluation = judge.evaluate(
+                self.episode.id, self.scenario, self.characters, self.turns, kind="terminal"
+            )
+        except BackendError as error:
+            failure = AgentEvaluation(failure=f"judge model failed: {error}")
+            evaluation = Evaluation(
+                episode_id=self.episode.id,
+                kind="terminal",
+                after_turn=self.turns[-1].index if self.turns else -1,
+                judge_model=self.episode.judge_model,
+                dimension_set=self.settings.get("dimension_set", "sotopia"),
+                agents=[failure, failure],
+            )
         self.store.add_evaluation(evaluation)
         self.events.evaluation(evaluation)
         return evaluation

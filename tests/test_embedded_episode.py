@@ -79,7 +79,7 @@ def test_hard_scenario_runs_to_the_end_with_scores_in_range(imported: Path):
 
 def test_sigkill_mid_episode_loses_nothing_and_resume_finishes(imported: Path):
     process = subprocess.Popen(
-        [*CLI, "run", "--scenario", HARD_SCENARIO, "--max-turns", "20", "--no-live-eval", "--judge", ""],
+        [*CLI, "run", "--scenario", HARD_SCENARIO, "--max-turns", "8", "--no-live-eval", "--judge", ""],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -90,7 +90,7 @@ def test_sigkill_mid_episode_loses_nothing_and_resume_finishes(imported: Path):
     committed: list = []
     while time.monotonic() < deadline and process.poll() is None:
         rows = store.episode_rows()
-        if rows and rows[0]["turn_count"] >= 3:
+        if rows and rows[0]["turn_count"] >= 2:
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
@@ -102,7 +102,7 @@ def test_sigkill_mid_episode_loses_nothing_and_resume_finishes(imported: Path):
     if store.episode(episode_id).status == EpisodeStatus.finished:
         pytest.skip("the model ended the episode before it could be killed")
     assert process.returncode == -signal.SIGKILL
-    assert len(committed) >= 3
+    assert len(committed) >= 2
 
     result = cli("resume", episode_id, "--json")
     document = json.loads(result.stdout)

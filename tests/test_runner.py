@@ -242,3 +242,48 @@ def test_live_evaluation_is_stored_as_provisional(store: Store):
     assert all(e.ok for e in store.evaluations(episode.id))
     provisional = store.evaluations(episode.id, kind="provisional")
     assert all(0 <= e.after_turn <= 2 for e in provisional)
+
+
+def test_judge_that_cannot_load_is_a_stored_failure_and_play_goes_on(store: Store):
+    seed_store(store)
+    episode = new_episode(store, setup(judge_model="gguf:/nowhere/judge.gguf", live_eval=True))
+
+    def factory(name, **options):
+        if name.startswith("gguf:"):
+            raise FileNotFoundError(name)
+        raise AssertionError(name)
+
+    runner = EpisodeRunner(
+        store,
+        episode.id,
+        backends={0: ReplayBackend([action("speak", "hi"), action("leave")]), 1: ReplayBackend([action("speak", "yo")])},
+        backend_factory=factory,
+    )
+    finished = runner.run()
+    assert finished.status == EpisodeStatus.finished
+    evaluation = store.terminal_evaluation(episode.id)
+    assert not evaluation.ok
+    assert evaluation.agents[0].failure.startswith("judge model failed: cannot load gguf:/nowhere/judge.gguf")
+
+
+def test_unexpected_error_pauses_instead_of_leaving_it_running(store: Store):
+    class Broken(ReplayBackend):
+        def complete(self, messages, **kw):
+            raise ZeroDivisionError("oops")
+
+    seed_store(store)
+    episode = new_episode(store, setup(judge_model=""))
+    runner = EpisodeRunner(store, episode.id, backends={0: Broken([])})
+    paused = runner.run()
+    assert paused.status == EpisodeStatus.paused
+    assert store.episode(episode.id).last_error == "unexpected error: ZeroDivisionError: oops"
+
+
+def test_set_model_to_human_and_back(store: Store):
+    seed_store(store)
+    episode = new_episode(store, setup(judge_model=""))
+    runner = EpisodeRunner(store, episode.id, backends={0: ReplayBackend([]), 1: ReplayBackend([])})
+    runner.set_model(1, "human")
+    assert runner.is_human(1) and store.episode(episode.id).agent_models[1] == "human"
+    runner.set_model(1, "replay:x", ReplayBackend([action("leave")]))
+    assert not runner.is_human(1)

@@ -65,14 +65,6 @@ def stdin_players(models: list[str]) -> dict[int, ChatBackend]:
     }
 
 
-def load_models(runner: EpisodeRunner) -> None:
-    """Load both agents and the judge now, so that a model that cannot load (a missing file, an
-    unknown catalog name) fails before a turn is played, not halfway through or at the judge."""
-    for side in (0, 1):
-        runner._agent_backend(side)  # the runner loads lazily and has no public loader
-    runner.judge()
-
-
 def find_character(store: Store, text: str) -> str:
     """The id of the one character with this id or name; an exact full name beats a partial one."""
     matches = store.find_characters(text)
@@ -258,7 +250,7 @@ def run(
             raise fail(str(error))
         runner = EpisodeRunner(store, episode.id, backends=stdin_players(episode.agent_models))
         try:
-            load_models(runner)
+            runner.load_models()
         except BackendError as error:
             runner.close()
             store.delete_episode(episode.id)  # nothing was played: keep no trace of it
@@ -296,7 +288,7 @@ def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | Non
         for side, model in enumerate(switches):
             if model:
                 runner.set_model(side, model, stdin_players([model]).get(0))
-        load_models(runner)
+        runner.load_models()
     except BackendError as error:
         runner.close()
         for side, model in enumerate(original):  # a model that cannot load must not replace one that can
