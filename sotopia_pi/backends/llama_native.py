@@ -11,6 +11,13 @@ protection fault on `ldtilecfg` (seen on this project's Xeon VMs). Loading with
 `use_extra_bufts = False` keeps the ordinary CPU kernels and works everywhere. The setting is not
 exposed by `Llama(...)`, so we patch the default model parameters once per process.
 Set SOTOPIA_PI_LLAMA_EXTRA_BUFFERS=1 to keep the extra buffers, =0 to drop them on any CPU.
+
+Why OMP_WAIT_POLICY: llama.cpp's CPU threads meet at OpenMP barriers, and libgomp's default is to
+spin there. When another process wants the same cores (two agents, a trainer, a busy laptop)
+spinning threads starve each other: decode on two threads fell from ~20 to ~3 tokens/s on a
+loaded two-core machine (bench/llama_speed.py), while PASSIVE stays close to one free core's
+speed. libgomp reads the variable once, when llama.cpp's library loads, so it is set here,
+before the first `import llama_cpp`, unless the user set it.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-import llama_cpp
-import llama_cpp._logger as llama_logger
-from llama_cpp import Llama
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import llama_cpp  # noqa: E402 - after the OpenMP policy above
+import llama_cpp._logger as llama_logger  # noqa: E402
+from llama_cpp import Llama  # noqa: E402
 
 EXTRA_BUFFERS_ENV = "SOTOPIA_PI_LLAMA_EXTRA_BUFFERS"
 

@@ -13,7 +13,8 @@ import copy
 import json
 from functools import lru_cache
 
-from llama_cpp.llama_grammar import json_schema_to_gbnf
+from . import llama_native  # noqa: F401 - sets llama.cpp's OpenMP policy before llama_cpp loads
+from llama_cpp.llama_grammar import json_schema_to_gbnf  # noqa: E402
 
 # Above this many allowed values an enum grammar gets large; such a range is better left to
 # the caller's validation than silently widened.
