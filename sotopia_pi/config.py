@@ -53,7 +53,7 @@ class ModelPreset(BaseModel):
 
 
 def default_presets() -> list[ModelPreset]:
-    return [ModelPreset(name="Embedded SmolLM2-135M (offline, weak)", model=EMBEDDED)]
+    return [ModelPreset(name="embedded SmolLM2-135M (weak)", model=EMBEDDED)]
 
 
 class Settings(BaseSettings):

@@ -387,12 +387,12 @@ class CurationScreen(Screen):
         matching = sum(1 for row in self.view.rows if row.matches)
         kept = len(self.view.selection.kept)
         what = "all" if self.show_all else "matching"
-        text = f"{kept} of {len(self.view.rows)} sides selected · showing {shown} {what}"
+        text = f"{kept} of {len(self.view.rows)} sides selected · {shown} {what} shown"
         if not self.show_all and matching != kept:
-            text += f" (with {matching - kept} rejected by hand)"
+            text += f" ({matching - kept} rejected by hand)"
         if self.sort_key:
             text += f" · sorted by {COLUMN_BY_KEY[self.sort_key].label} {'▼' if self.sort_descending else '▲'}"
-        hint = f" · a: show {'matching' if self.show_all else 'all'} · K/R: whole episode · ? more keys"
+        hint = f" · a: show {'matching' if self.show_all else 'all'} · K/R: whole episode · ? keys"
         self.query_one("#curation-status", Static).update(text + hint)
 
     def current_key(self) -> str | None:

@@ -48,7 +48,7 @@ class EpisodeScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("1", "take_over(0)", "Play side 1"),
         Binding("2", "take_over(1)", "Play side 2"),
-        Binding("h,ctrl+b", "hand_back", "Hand back"),
+        Binding("h,ctrl+b", "hand_back", "Hand back", key_display="h/^b"),
         Binding("r", "reasoning", "Reasoning"),
         Binding("escape", "leave", "Back"),
     ]
@@ -86,7 +86,7 @@ class EpisodeScreen(Screen):
             with Vertical(id="episode-side"):
                 yield ScorePanel(self.names, self.dimensions, id="scores")
                 yield TakeoverPanel(id="takeover")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(Transcript).load(self.runner.turns)
@@ -110,7 +110,7 @@ class EpisodeScreen(Screen):
     def side_label(self, side: int) -> str:
         model = self.episode.agent_models[side]
         if self.runner.is_human(side):
-            player = "YOU" if parse_model_name(model).is_human else f"YOU (model {model} set aside)"
+            player = "YOU" if parse_model_name(model).is_human else f"YOU ({model} on hold)"
         else:
             player = model
         return f"{self.names[side]} (side {side + 1}): {player}"
@@ -126,6 +126,8 @@ class EpisodeScreen(Screen):
         status = episode.status.value
         if self._pausing and self.playing:
             status = "pausing after this turn"
+        elif self.finished and self.playing and episode.judge_model:
+            status = "finished; the judge is scoring the whole episode…"
         lines.append(f"status: {status}", style="bold")
         lines.append(f" · {len(self.runner.turns)} of {episode.max_turns} turns")
         if self._current is not None and self.playing:
@@ -165,7 +167,7 @@ class EpisodeScreen(Screen):
         panel.display = side is not None
         if side is None:
             return
-        panel.play(side, self.names[side], self.runner.views[side].render())
+        panel.play(side, self.names[side], self.runner.views[side])
         waiting = self._current is not None and self._current[1] == side and self._current[2]
         if waiting and self.playing:
             panel.set_turn(True, "Your move. Choose an action type, type the argument, press Enter.")
@@ -261,6 +263,8 @@ class EpisodeScreen(Screen):
             self.runner.submit(message.side, message.action)
         except EpisodeError as error:
             self.notify(str(error), severity="error")
+            return
+        self.query_one(Transcript).focus()  # single-letter keys work again until the next move
 
     # -- key actions ----------------------------------------------------------------------
 

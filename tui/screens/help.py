@@ -48,4 +48,4 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-box"):
             yield Static(Text(INTRO), id="help-intro")
             yield Static(bindings_table(self.sections), id="help-keys")
-        yield Footer()
+        yield Footer(compact=True)

@@ -6,9 +6,9 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Label, OptionList, Select, Static
+from textual.widgets import Header, DataTable, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from sotopia_pi.episode import Episode, EpisodeStatus, Evaluation, Turn
@@ -16,7 +16,7 @@ from sotopia_pi.episode_list import DEFAULT_LIMIT, EpisodeFilter, EpisodeRow, co
 from sotopia_pi.judge import load_dimension_set
 from sotopia_pi.store import Store
 
-from ..widgets.scores import ScorePanel
+from ..widgets.scores import ComparisonPanel
 from ..widgets.transcript import ACTION_LABELS
 from .reasoning import ReasoningScreen
 
@@ -46,6 +46,7 @@ def row_cells(row: EpisodeRow) -> tuple[str, ...]:
 
 
 class InspectorScreen(Screen):
+    SUB_TITLE = "Inspector — stored episodes"
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
         Binding("o", "open", "Open"),
@@ -55,6 +56,7 @@ class InspectorScreen(Screen):
     ]
 
     def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
         with Horizontal(id="filters"):
             yield Input(placeholder="scenario", id="filter-scenario")
             yield Input(placeholder="model", id="filter-model")
@@ -65,7 +67,7 @@ class InspectorScreen(Screen):
         yield Label("", id="episode-count")
         table: DataTable = DataTable(id="episode-table", cursor_type="row", zebra_stripes=True)
         yield table
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(*COLUMNS)
@@ -209,9 +211,9 @@ class ReplayScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("ctrl+r", "resume", "Resume"),
-        Binding("t", "terminal_reasoning", "Terminal reasoning"),
+        Binding("t", "terminal_reasoning", "Final reasoning"),
         Binding("e", "turn_reasoning", "Turn reasoning"),
-        Binding("v", "toggle_prompt", "What the agent saw"),
+        Binding("v", "toggle_prompt", "Agent's view"),
     ]
 
     def __init__(self, store: Store, episode_id: str) -> None:
@@ -235,16 +237,10 @@ class ReplayScreen(Screen):
             )
             with VerticalScroll(id="turn-detail"):
                 yield Static(id="turn-info")
-                with Horizontal(id="replay-scores"):
-                    with Vertical():
-                        yield Label("Provisional score after this turn", classes="section")
-                        yield ScorePanel(self.names, self.dimensions, id="turn-scores")
-                    with Vertical():
-                        yield Label("Terminal (official) score", classes="section")
-                        yield ScorePanel(self.names, self.dimensions, id="terminal-scores")
+                yield ComparisonPanel(self.names, self.dimensions, id="replay-scores")
                 yield Label("What this agent saw (its rendered context)", classes="section", id="prompt-label")
                 yield Static(id="turn-prompt")
-        yield Footer()
+        yield Footer(compact=True)
 
     def header_text(self) -> Text:
         episode = self.episode
@@ -266,9 +262,7 @@ class ReplayScreen(Screen):
         return text
 
     def on_mount(self) -> None:
-        terminal_panel = self.query_one("#terminal-scores", ScorePanel)
-        terminal_history = [e for e in self.history if e.kind == "terminal"]
-        terminal_panel.show(self.terminal, terminal_history, "" if self.terminal else "not scored (yet)")
+        self.query_one(ComparisonPanel).show(None, self.terminal, [])
         turn_list = self.query_one("#turn-list", OptionList)
         if self.turns:
             turn_list.highlighted = 0
@@ -284,12 +278,8 @@ class ReplayScreen(Screen):
         turn = self.turns[index]
         self.current = turn
         self.query_one("#turn-info", Static).update(turn_details(turn))
-        provisional = [e for e in self.history if e.kind == "provisional" and e.after_turn <= index]
-        self.query_one("#turn-scores", ScorePanel).show(
-            evaluation_for_turn(self.history, index),
-            provisional,
-            "" if provisional else "no provisional score up to this turn",
-        )
+        so_far = [e for e in self.history if e.kind == "provisional" and e.after_turn <= index]
+        self.query_one(ComparisonPanel).show(evaluation_for_turn(self.history, index), self.terminal, so_far)
         self.query_one("#turn-prompt", Static).update(prompt_text(turn))
 
     def action_toggle_prompt(self) -> None:
@@ -304,7 +294,7 @@ class ReplayScreen(Screen):
         self.app.push_screen(ReasoningScreen(self.terminal, self.names, self.dimensions))
 
     def action_turn_reasoning(self) -> None:
-        evaluation = self.query_one("#turn-scores", ScorePanel).evaluation
+        evaluation = self.query_one(ComparisonPanel).provisional
         if evaluation is None:
             self.notify("No provisional score up to this turn.")
             return

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
+from textual.widgets import Header, Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from sotopia_pi.config import Settings
@@ -81,6 +81,7 @@ def character_details(character: Character) -> Text:
 
 
 class LibraryScreen(Screen):
+    SUB_TITLE = "Library — pick a scenario, who plays, and the models"
     BINDINGS = [
         Binding("slash", "search", "Search"),
         Binding("ctrl+t", "switch_list", "Scenarios/characters"),
@@ -104,6 +105,7 @@ class LibraryScreen(Screen):
         settings = self.settings
         self._settings_shown = settings
         side1, side2, judge = self.model_options()
+        yield Header(icon="◆")
         with Horizontal(id="library"):
             with Vertical(id="library-left"):
                 yield Input(placeholder="search scenarios and characters  (/)", id="search")
@@ -128,7 +130,7 @@ class LibraryScreen(Screen):
                     yield Label("Judge", classes="form-label")
                     yield Select(judge, value=settings.judge_model, id="judge", allow_blank=False)
                     yield Button("Start episode  ^r", id="start", variant="success")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.reload()
@@ -164,7 +166,7 @@ class LibraryScreen(Screen):
         """Choices for side 1, side 2 and the judge: the presets, plus whatever the settings
         name that is not a preset, plus a person (agents) or no judge."""
         settings = self.settings
-        presets = [(f"{p.name}  [{p.model}]", p.model) for p in settings.model_choices()]
+        presets = [(p.name, p.model) for p in settings.model_choices()]
         known = {model for _, model in presets}
         sides = []
         for default in settings.agent_models:
@@ -195,9 +197,7 @@ class LibraryScreen(Screen):
         scenario_list.clear_options()
         scenario_list.add_options(
             Option(
-                Text.assemble(
-                    (s.codename or s.id, "bold"), f"  {level_name(s.relationship)}", (f"  {s.source}", "dim")
-                ),
+                Text.assemble((s.codename or s.id, "bold"), (f"  {level_name(s.relationship)}", "dim")),
                 id=s.id,
             )
             for s in scenarios
@@ -208,8 +208,14 @@ class LibraryScreen(Screen):
         character_list.add_options(
             Option(Text.assemble((c.name, "bold"), (f"  {c.occupation}", "dim")), id=c.id) for c in characters
         )
-        if scenarios and self.selected is None:
+        # the scenario an episode would start with is always the one highlighted in the list
+        shown = [s.id for s in scenarios]
+        if self.selected is not None and self.selected.id in shown:
+            scenario_list.highlighted = shown.index(self.selected.id)
+        elif scenarios:
             scenario_list.highlighted = 0
+        else:
+            self.forget_scenario()
 
     # -- browsing -------------------------------------------------------------------------
 
@@ -276,6 +282,14 @@ class LibraryScreen(Screen):
         self.query_one("#character2", Select).set_options([])
         if pairs:
             self.choose_pair(*pairs[0])
+
+    def forget_scenario(self) -> None:
+        self.selected = None
+        self.pairs = []
+        self.query_one("#pair-list", OptionList).clear_options()
+        self.query_one("#character1", Select).set_options([])
+        self.query_one("#character2", Select).set_options([])
+        self.query_one("#details", Static).update("No scenario matches the search.")
 
     def choose_pair(self, first: str, second: str) -> None:
         character1 = self.query_one("#character1", Select)

@@ -28,4 +28,4 @@ class ReasoningScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="reasoning-box"):
             yield Static(reasoning_text(self.evaluation, self.names, self.dimensions), id="reasoning")
-        yield Footer()
+        yield Footer(compact=True)

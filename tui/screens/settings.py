@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static, Switch
+from textual.widgets import Header, Button, Footer, Input, Label, OptionList, Select, Static, Switch
 from textual.widgets.option_list import Option
 
 from sotopia_pi import config
@@ -42,12 +42,14 @@ def first_error(error: ValidationError) -> str:
 
 
 class SettingsScreen(Screen):
+    SUB_TITLE = "Settings"
     BINDINGS = [
         Binding("ctrl+s", "save", "Save"),
         Binding("ctrl+d", "delete_preset", "Delete preset"),
     ]
 
     def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
         with VerticalScroll(id="settings"):
             yield Static(id="settings-intro")
             yield Label("Defaults for new episodes", classes="section")
@@ -75,7 +77,7 @@ class SettingsScreen(Screen):
                 yield Button("Add preset", id="preset-add")
             with Horizontal(classes="form-row"):
                 yield Button("Save  ^s", id="save", variant="primary")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def settings(self) -> Settings:

@@ -22,6 +22,7 @@ from sotopia_pi.store import NotFound, Store
 from ..widgets.transcript import ACTION_LABELS
 
 EDIT_MARK = "✎"
+LABEL_TEXT = 22  # characters of the turn's text in the list, so that a label fits on one line
 
 
 def character_names(store: Store, agent_ids: list[str]) -> tuple[str, str]:
@@ -40,12 +41,12 @@ def current_text(turn: Turn) -> str:
 
 def edit_label(turn: Turn, names: tuple[str, str]) -> Text:
     shown = " ".join(current_text(turn).split())
-    if len(shown) > 30:
-        shown = shown[:29] + "…"
-    text = Text()
+    if len(shown) > LABEL_TEXT:
+        shown = shown[: LABEL_TEXT - 1] + "…"
+    text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{EDIT_MARK} " if turn.edited_argument is not None else "  ", style="bold yellow")
     text.append(f"#{turn.index} ", style="dim")
-    text.append(names[turn.agent], style="bold")
+    text.append(names[turn.agent].split()[0], style="bold")
     text.append(f" [{ACTION_LABELS[turn.action_type]}] ", style="italic")
     text.append(shown)
     return text
@@ -171,8 +172,8 @@ class TurnEditorScreen(Screen[bool]):
         history = [e for e in turn_edits(self.store, self.episode.id) if e.index == turn.index]
         if turn.edited_argument is not None:
             return Text(
-                f"{EDIT_MARK} Edited (the box above shows the original). {len(history)} change(s) in the history; "
-                "^r restores the original.",
+                f"{EDIT_MARK} Edited: training uses this text; the original above stays stored. "
+                f"{len(history)} change(s) in the history; ^r restores the original.",
                 style="yellow",
             )
         note = f" {len(history)} earlier change(s), all undone." if history else ""

@@ -158,3 +158,80 @@ def reasoning_text(evaluation: Evaluation, names: tuple[str, str], dimensions: D
         if agent.overall is not None:
             text.append(f"  overall = {agent.overall:.2f}\n", style="bold")
     return text
+
+
+def comparison_table(
+    provisional: Evaluation | None,
+    terminal: Evaluation | None,
+    names: tuple[str, str],
+    dimensions: DimensionSet,
+) -> Table:
+    """Scores after one turn beside the official ones: one row per dimension, four columns."""
+    table = Table(box=None, pad_edge=False)
+    table.add_column("dimension")
+    table.add_column("range", justify="right", style="dim")
+    turn = f"@#{provisional.after_turn}" if provisional is not None else "@turn"
+    for name in names:
+        table.add_column(f"{_short(name)} {turn}", justify="right", style="yellow")
+    for name in names:
+        table.add_column(f"{_short(name)} final", justify="right", style="green")
+
+    def cell(evaluation: Evaluation | None, side: int, dimension: str | None) -> Text:
+        if evaluation is None:
+            return Text("-", style="dim")
+        agent = evaluation.agents[side]
+        if not agent.ok:
+            return Text("failed", style="bold red")
+        if dimension is None:
+            return Text(f"{agent.overall:.2f}" if agent.overall is not None else "-", style="bold")
+        score = agent.scores.get(dimension)
+        return Text(str(score.score)) if score is not None else Text("?", style="dim")
+
+    for dim in dimensions.dimensions:
+        table.add_row(
+            dim.name,
+            f"{dim.low}..{dim.high}",
+            *(cell(e, side, dim.name) for e in (provisional, terminal) for side in (0, 1)),
+        )
+    table.add_row(
+        Text("overall", style="bold"),
+        "mean",
+        *(cell(e, side, None) for e in (provisional, terminal) for side in (0, 1)),
+    )
+    return table
+
+
+class ComparisonPanel(Static):
+    """For the replay: the provisional score after the chosen turn beside the terminal one."""
+
+    def __init__(self, names: tuple[str, str], dimensions: DimensionSet, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.names = names
+        self.dimensions = dimensions
+        self.provisional: Evaluation | None = None
+        self.terminal: Evaluation | None = None
+
+    def show(
+        self,
+        provisional: Evaluation | None,
+        terminal: Evaluation | None,
+        history: Sequence[Evaluation],
+    ) -> None:
+        self.provisional = provisional
+        self.terminal = terminal
+        parts: list = [
+            Text.assemble(
+                ("provisional ", "bold yellow"),
+                "after this turn: " + (f"judged after turn #{provisional.after_turn}" if provisional else "none yet"),
+            ),
+            Text.assemble(
+                ("terminal ", "bold green"),
+                "(official): " + ("scored" if terminal else "not scored (yet)"),
+            ),
+            comparison_table(provisional, terminal, self.names, self.dimensions),
+        ]
+        parts.extend(failures(provisional, self.names))
+        parts.extend(failures(terminal, self.names))
+        parts.append(Text(f"overall per evaluation up to this turn ({len(history)})", style="dim"))
+        parts.extend(trend_lines(history, self.names, self.dimensions))
+        self.update(Group(*parts))

@@ -3,6 +3,7 @@ text box. It shows only what that character may see (its own goal, never the oth
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -10,6 +11,7 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
 from sotopia_pi.episode import ACTION_TYPES, ARGUMENT_MAX_CHARS, ActionType, AgentAction
+from sotopia_pi.visibility import View
 
 NEEDS_ARGUMENT = {ActionType.speak, ActionType.non_verbal, ActionType.action}
 
@@ -38,18 +40,23 @@ class TakeoverPanel(Vertical):
                 allow_blank=False,
                 id="action-type",
             )
-            yield Input(
-                placeholder="what you say or do (Enter sends)",
-                max_length=ARGUMENT_MAX_CHARS,
-                id="argument",
-            )
             yield Button("Send", id="send", variant="primary")
+        yield Input(
+            placeholder="what you say or do (Enter sends)",
+            max_length=ARGUMENT_MAX_CHARS,
+            id="argument",
+        )
         yield Label("", id="takeover-status")
 
-    def play(self, side: int, name: str, context: str) -> None:
-        """Show `side`'s own view; the person now plays it."""
+    def play(self, side: int, name: str, view: View) -> None:
+        """Show `side`'s own view (its goal first); the person now plays it."""
         self.side = side
         self.query_one("#takeover-title", Label).update(f"You play {name} (side {side + 1})")
+        context = Text()
+        context.append("Your goal: ", style="bold")
+        context.append(f"{view.goals[side]}\n\n")
+        context.append("What you know (the other side's goal is hidden from you):\n", style="dim")
+        context.append(view.render())
         self.query_one("#takeover-context", Static).update(context)
 
     def set_turn(self, your_turn: bool, message: str) -> None:
