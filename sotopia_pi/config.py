@@ -53,7 +53,7 @@ class ModelPreset(BaseModel):
 
 
 def default_presets() -> list[ModelPreset]:
-    return [ModelPreset(name="embedded SmolLM2-135M (weak)", model=EMBEDDED)]
+    return [ModelPreset(name="SmolLM2-135M (embedded)", model=EMBEDDED)]
 
 
 class Settings(BaseSettings):

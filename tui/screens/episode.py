@@ -164,17 +164,15 @@ class EpisodeScreen(Screen):
             side = humans[0] if humans else None
             if self._current is not None and self._current[1] in humans:
                 side = self._current[1]
-        panel.display = side is not None
-        if side is None:
+        panel.display = side is not None and not self.finished
+        if side is None or self.finished:
             return
         panel.play(side, self.names[side], self.runner.views[side])
         waiting = self._current is not None and self._current[1] == side and self._current[2]
         if waiting and self.playing:
             panel.set_turn(True, "Your move. Choose an action type, type the argument, press Enter.")
-        elif self.finished:
-            panel.set_turn(False, "The episode is over.")
         elif not self.playing:
-            panel.set_turn(False, "The episode is paused: press p to resume (or n for one turn).")
+            panel.set_turn(False, "Paused: p resumes, n plays one turn.")
         else:
             panel.set_turn(False, "Waiting for the other side…")
 

@@ -52,7 +52,7 @@ def score_table(
     evaluation: Evaluation | None, names: tuple[str, str], dimensions: DimensionSet
 ) -> Table:
     table = Table(box=None, pad_edge=False, expand=True)
-    table.add_column("dimension")
+    table.add_column("dimension", no_wrap=True)
     table.add_column("range", justify="right", style="dim")
     for name in names:
         table.add_column(_short(name), justify="right")
@@ -167,14 +167,15 @@ def comparison_table(
     dimensions: DimensionSet,
 ) -> Table:
     """Scores after one turn beside the official ones: one row per dimension, four columns."""
-    table = Table(box=None, pad_edge=False)
-    table.add_column("dimension")
-    table.add_column("range", justify="right", style="dim")
-    turn = f"@#{provisional.after_turn}" if provisional is not None else "@turn"
-    for name in names:
-        table.add_column(f"{_short(name)} {turn}", justify="right", style="yellow")
-    for name in names:
-        table.add_column(f"{_short(name)} final", justify="right", style="green")
+    table = Table(box=None, pad_edge=False, padding=(0, 0, 0, 1))
+    table.add_column("dimension", no_wrap=True)
+    table.add_column("range", justify="right", style="dim", no_wrap=True)
+    turn = f"#{provisional.after_turn}" if provisional is not None else "turn"
+    first_names = [name.split()[0] if name.split() else name for name in names]
+    for name in first_names:
+        table.add_column(f"{name} {turn}", justify="right", style="yellow", no_wrap=True)
+    for name in first_names:
+        table.add_column(f"{name} final", justify="right", style="green", no_wrap=True)
 
     def cell(evaluation: Evaluation | None, side: int, dimension: str | None) -> Text:
         if evaluation is None:

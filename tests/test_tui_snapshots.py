@@ -1,0 +1,68 @@
+"""Snapshots of the main screens at 120x40 on fixed data. Review changes with
+`pytest tests/test_tui_snapshots.py --snapshot-update` and look at the SVGs before accepting."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from sotopia_pi.config import Settings
+from sotopia_pi.store import Store
+from tui.app import SotopiaApp
+
+from .tui_support import demo_episodes
+
+SIZE = (120, 40)
+FINISHED, PAUSED, FAILED = "01EPISODEFINISHED000000000", "01EPISODEPAUSED00000000000", "01EPISODEERROR000000000000"
+
+
+@pytest.fixture
+def demo_app(store: Store) -> SotopiaApp:
+    demo_episodes(store)
+    return SotopiaApp(store, Settings(), load_library=False)
+
+
+async def settle(pilot) -> None:
+    for box in pilot.app.screen.query(Input):
+        box.cursor_blink = False
+    await pilot.pause()
+    await pilot.pause()
+
+
+def test_library(snap_compare, demo_app):
+    async def run_before(pilot):
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_live_episode_finished_with_terminal_scores(snap_compare, demo_app):
+    async def run_before(pilot):
+        pilot.app.open_episode(FINISHED, autostart=False)
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_live_episode_person_plays_side_one(snap_compare, demo_app):
+    async def run_before(pilot):
+        pilot.app.open_episode(PAUSED, autostart=False)
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_inspector(snap_compare, demo_app):
+    async def run_before(pilot):
+        await pilot.press("f3")
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_replay_of_one_episode(snap_compare, demo_app):
+    async def run_before(pilot):
+        await pilot.press("f3", "down", "down", "o", "down", "down")
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SIZE, run_before=run_before)
