@@ -487,7 +487,11 @@ class CurationScreen(Screen):
 
     def refresh_episode(self, episode_id: str) -> None:
         """Re-read one episode's two sides after a decision or a tag changed them."""
-        fresh = {c.key: c for c in episode_candidates(self.store, episode_id)}
+        try:
+            fresh = {c.key: c for c in episode_candidates(self.store, episode_id)}
+        except CurationError:  # deleted or changed meanwhile (the CLI shares the store): read everything
+            self.load()
+            return
         self.candidates = [fresh.get(c.key, c) for c in self.candidates]
         self.decisions = decision_map(self.store)
         self.refresh_view()
