@@ -300,3 +300,12 @@ def test_extra_weight_buffers_can_be_switched_off_for_amx_machines():
     )
     assert _in_fresh_python(code, SOTOPIA_PI_LLAMA_EXTRA_BUFFERS="0") == "False"
     assert _in_fresh_python(code, SOTOPIA_PI_LLAMA_EXTRA_BUFFERS="1") == "True"
+
+
+def test_errors_from_the_callers_callback_are_not_renamed(backend: LlamaCppBackend):
+    def broken_callback(piece: str) -> None:
+        raise ValueError("the UI went away")
+
+    with pytest.raises(ValueError, match="the UI went away"):
+        backend.complete(chat(SYSTEM_SAM, "Hi"), max_tokens=8, on_token=broken_callback)
+    assert backend.complete(chat(SYSTEM_SAM, "Hi"), max_tokens=4).text is not None

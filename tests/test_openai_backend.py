@@ -216,3 +216,15 @@ def test_a_refused_key_says_which_variables_to_set():
 def test_adapters_are_not_silently_ignored():
     with pytest.raises(BackendError, match="selects adapters by model name"):
         create_backend(f"openai:m@http://127.0.0.1:{free_port()}/v1+adapter=/tmp/a.gguf")
+
+
+def test_errors_from_the_callers_callback_are_not_renamed():
+    def stream(request: dict, headers: dict):
+        return 200, chat_chunks(["a", "b"])
+
+    def broken_callback(piece: str) -> None:
+        raise ValueError("the UI went away")
+
+    with scripted_chat_server(stream) as url:
+        with pytest.raises(ValueError, match="the UI went away"):
+            create_backend(f"openai:m@{url}").complete(MESSAGES, on_token=broken_callback)

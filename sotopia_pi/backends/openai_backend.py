@@ -163,6 +163,8 @@ class OpenAIBackend:
                 completion = self._stream(request, on_token, cancel)
             else:
                 completion = self._whole(request)
+        except _CallerError as error:
+            raise error.original from None  # the caller's own on_token failed: not ours to rename
         except openai.APITimeoutError:
             raise BackendError(f"{self.base_url} did not answer within {self.timeout:g} s ({self.name})") from None
         except openai.APIConnectionError as error:
@@ -211,7 +213,10 @@ class OpenAIBackend:
                     if piece:
                         pieces.append(piece)
                         if on_token is not None:
-                            on_token(piece)
+                            try:
+                                on_token(piece)
+                            except Exception as error:
+                                raise _CallerError(error) from error
                     finish_reason = choice.finish_reason or finish_reason
                 if cancel is not None and cancel.is_set() and not finish_reason:
                     cancelled = Cancelled(f"cancelled after {len(pieces)} pieces")
@@ -247,6 +252,14 @@ class OpenAIBackend:
 
 class _FormatRejected(Exception):
     """The server refused the request's response_format (HTTP 400/422)."""
+
+
+class _CallerError(Exception):
+    """Carries an exception raised by the caller's on_token past our own error handling."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
 
 
 def _rejects_format(error: openai.APIStatusError) -> bool:
