@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
 from .store import Store
+from .visibility import HINT_TAGS
 
 # The 14 scenarios of SOTOPIA-hard, the subset behind SOTOPIA-pi's headline result.
 SOTOPIA_HARD_SCENARIO_IDS: tuple[str, ...] = (
@@ -47,7 +48,6 @@ SOTOPIA_HARD_SCENARIO_IDS: tuple[str, ...] = (
     "01H7VFHN7A1ZX5KSMT2YN9RXC4",
 )
 
-HINT_TAGS = ("extra_info", "strategy_hint", "clarification_hint")
 _HINT_TAG = re.compile(r"<(/?)(" + "|".join(HINT_TAGS) + r")>")
 
 # SOTOPIA writes "no constraint" as these words (pandas' NaN leaked into its export as "nan").
