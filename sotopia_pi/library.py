@@ -195,12 +195,15 @@ def _check_character(data: dict) -> tuple[Character | None, list[FieldError]]:
         errors.append(
             FieldError(field="id", message=f"use lower-case words joined by '-', like 'mara-okafor' (got {character_id!r})")
         )
+    age = data.get("age")
+    if isinstance(age, int) and not isinstance(age, bool) and not MIN_AGE <= age <= MAX_AGE:
+        errors.append(FieldError(field="age", message=f"must be between {MIN_AGE} and {MAX_AGE} (got {age})"))
+    elif "age" not in data:
+        errors.append(FieldError(field="age", message="is required for a library character"))
     try:
         character = Character.model_validate(data)
     except ValidationError as error:
         return None, errors + _pydantic_errors(error)
-    if not MIN_AGE <= character.age <= MAX_AGE:
-        errors.append(FieldError(field="age", message=f"must be between {MIN_AGE} and {MAX_AGE} (got {character.age})"))
     return (None if errors else character), errors
 
 
@@ -319,7 +322,7 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
 
 def scenario_to_toml(scenario: Scenario) -> str:
     """One scenario file's text; save it as scenarios/scenarios/<codename>.toml."""
-    return tomli_w.dumps(scenario_to_dict(scenario), multiline_strings=True)
+    return _dumps(scenario_to_dict(scenario))
 
 
 def character_to_dict(character: Character) -> dict[str, Any]:
@@ -329,16 +332,90 @@ def character_to_dict(character: Character) -> dict[str, Any]:
 
 def character_to_toml(character: Character) -> str:
     """A [[character]] table to append to characters.toml."""
-    return tomli_w.dumps({"character": [character_to_dict(character)]}, multiline_strings=True)
+    return _dumps(character_to_dict(character), table="character")
 
 
 def relationship_to_toml(relationship: Relationship) -> str:
+    """A [[relationship]] table to append to relationships.toml."""
     data = relationship.model_dump()
     data["relationship"] = RelationshipLevel(relationship.relationship).name
     if data["id"] == _relationship_id(relationship.agent1_id, relationship.agent2_id):
         del data["id"]
-    data = {key: value for key, value in data.items() if value != ""}
-    return tomli_w.dumps({"relationship": [data]}, multiline_strings=True)
+    return _dumps({key: value for key, value in data.items() if value != ""}, table="relationship")
+
+
+_WRAP_AT = 92
+
+
+def _dumps(data: dict[str, Any], table: str | None = None) -> str:
+    """TOML in the hand-written library style (long strings wrapped), checked by reading it back.
+
+    Should the reader disagree for any input, the plainer tomli_w output is used instead.
+    """
+    lines = [f"[[{table}]]"] if table else []
+    for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value) and any(len(v) > 60 for v in value):
+            lines.append(f"{key} = [")
+            lines += [f"    {_toml_string(item)}," for item in value]
+            lines.append("]")
+        else:
+            lines.append(f"{key} = {_toml_string(value) if isinstance(value, str) else _toml_inline(value)}")
+    text = "\n".join(lines) + "\n"
+    expected = {table: [data]} if table else data
+    if tomllib.loads(text) != _plain(expected):
+        return tomli_w.dumps(expected, multiline_strings=False)
+    return text
+
+
+def _plain(value: Any) -> Any:
+    """What a TOML reader gives back for `value` (tuples read back as lists)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _toml_inline(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _basic_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_inline(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to the library format")
+
+
+def _basic_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group(0)):04x}", escaped) + '"'
+
+
+def _toml_string(text: str) -> str:
+    if len(text) <= 72 and "\n" not in text:
+        return _basic_string(text)
+    escaped = text.replace("\\", "\\\\")
+    escaped = re.sub(r'"(?="|$)', '\\\\"', escaped)
+    escaped = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", lambda m: f"\\u{ord(m.group(0)):04x}", escaped)
+    return '"""\n' + "\n".join(_wrap(paragraph) for paragraph in escaped.split("\n")) + '"""'
+
+
+def _wrap(paragraph: str) -> str:
+    """Break at single spaces with a TOML line-ending backslash (which drops only the newline)."""
+    lines, start, last_break = [], 0, None
+    for index, char in enumerate(paragraph):
+        if char == " " and index + 1 < len(paragraph) and not paragraph[index + 1].isspace():
+            if index - start >= _WRAP_AT and last_break is not None:
+                lines.append(paragraph[start : last_break + 1] + "\\")
+                start = last_break + 1
+            last_break = index
+    if len(paragraph) - start > _WRAP_AT and last_break is not None and last_break >= start:
+        lines.append(paragraph[start : last_break + 1] + "\\")
+        start = last_break + 1
+    lines.append(paragraph[start:])
+    return "\n".join(lines)
 
 
 # -- loading the library -------------------------------------------------------------------
@@ -519,7 +596,7 @@ def _load_seeds(reader: _Reader, root: Path) -> list[str]:
     return seeds
 
 
-def _check_names_and_pairs(reader: _Reader, library: Library, min_pairs: int) -> None:
+def _check_names(reader: _Reader, library: Library) -> None:
     names = sorted({part for c in library.characters for part in (c.first_name, c.last_name) if len(part) > 2})
     name_pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b") if names else None
     for scenario in library.scenarios:
@@ -531,6 +608,11 @@ def _check_names_and_pairs(reader: _Reader, library: Library, min_pairs: int) ->
                 match = name_pattern.search(text)
                 if match:
                     reader.add(path, f"names the character {match.group(0)!r}; scenario text must not name anyone", field=name)
+
+
+def _check_pairs(reader: _Reader, library: Library, min_pairs: int) -> None:
+    for scenario in library.scenarios:
+        path = library.root.parent / library.files[scenario.id]
         count = library.pair_count(scenario)
         if count < min_pairs:
             level = RelationshipLevel(scenario.relationship).name
@@ -560,12 +642,14 @@ def load_library(path: Path | str | None = None, *, min_pairs: int = MIN_PAIRS) 
     # ids of characters that exist but failed validation: reported once, not again per relationship
     raw_ids = {str(t.get("id")) for _, t in _Reader(root).tables(root / CHARACTERS_FILE, "character")}
     relationships = _load_relationships(reader, root, character_ids, raw_ids - character_ids)
+    people_ok = not reader.problems
     files: dict[str, str] = {}
     scenarios = _load_scenarios(reader, root, files)
     seeds = _load_seeds(reader, root)
     library = Library(root, characters, relationships, scenarios, seeds, digest, files)
-    if not reader.problems:
-        _check_names_and_pairs(reader, library, min_pairs)
+    _check_names(reader, library)
+    if people_ok:  # with characters or relationships missing, pair counts would mislead
+        _check_pairs(reader, library, min_pairs)
     if reader.problems:
         raise LibraryError(reader.problems)
     return library

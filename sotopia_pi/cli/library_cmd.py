@@ -1,0 +1,165 @@
+"""`library check|install|export` and `generate`: the built-in scenario library and new scenarios."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..backends import BackendError, ModelNameError, create_backend
+from ..generate import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_SEEDS_PER_SCENARIO,
+    DEFAULT_TEMPERATURE,
+    GenerationError,
+    generate_scenarios,
+)
+from ..library import (
+    LibraryError,
+    character_to_toml,
+    ensure_library,
+    load_library,
+    scenario_to_toml,
+)
+from ..store import NotFound, Store
+from .app import app, emit_json, fail, progress
+
+library_app = typer.Typer(help="The built-in scenario library (scenarios/).", no_args_is_help=True)
+app.add_typer(library_app, name="library")
+
+PathOption = Annotated[
+    Optional[Path], typer.Option("--path", help="Library folder (default: the built-in scenarios/).")
+]
+
+
+@library_app.command("check")
+def check(
+    path: PathOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Load and validate the library; print its counts, or every problem with file and field."""
+    try:
+        library = load_library(path)
+    except LibraryError as error:
+        if as_json:
+            emit_json({"ok": False, "errors": [str(p) for p in error.problems]})
+        else:
+            for problem in error.problems:
+                typer.echo(str(problem), err=True)
+        raise fail(f"{len(error.problems)} problem(s) in the library")
+    summary = library.summary()
+    if as_json:
+        emit_json({"ok": True, **summary, "errors": []})
+        return
+    typer.echo(f"library: {summary['path']}")
+    typer.echo(
+        f"characters {summary['characters']}, relationships {summary['relationships']}, "
+        f"scenarios {summary['scenarios']}, seed prompts {summary['seed_prompts']}"
+    )
+    typer.echo("scenarios per category: " + _counts(summary["scenarios_per_category"]))
+    typer.echo("scenarios per level:    " + _counts(summary["scenarios_per_level"]))
+    typer.echo("relationships per level: " + _counts(summary["relationships_per_level"]))
+    typer.echo(
+        f"fewest valid character pairs: {summary['min_valid_pairs']} ({summary['min_valid_pairs_scenario']})"
+    )
+    typer.echo("no problems found")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
+@library_app.command("install")
+def install(
+    path: PathOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Reinstall even if unchanged.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Install the library into the store (done automatically when the files change)."""
+    with Store() as store:
+        try:
+            report = ensure_library(store, path, force=force)
+        except LibraryError as error:
+            raise fail(str(error))
+    if as_json:
+        emit_json(report.model_dump() if report else {"up_to_date": True})
+    elif report is None:
+        typer.echo("the library is already installed and up to date")
+    else:
+        typer.echo(
+            f"installed {report.characters} characters, {report.relationships} relationships, "
+            f"{report.scenarios} scenarios; {report.pairings_created} pairings created, "
+            f"{report.pairings_removed} removed"
+        )
+
+
+@library_app.command("export")
+def export(
+    record: Annotated[str, typer.Argument(help="A scenario id or codename, or a character id.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print a stored scenario or character in the library's TOML format."""
+    with Store() as store:
+        try:
+            text = scenario_to_toml(store.scenario(record))
+        except NotFound:
+            try:
+                text = character_to_toml(store.character(record))
+            except NotFound:
+                raise fail(f"no scenario or character {record!r} in the store")
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        progress(f"wrote {out}")
+
+
+@app.command("generate")
+def generate(
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many scenarios to store.")] = 1,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `run --help`).")] = "embedded",
+    attempts: Annotated[int, typer.Option("--attempts", min=1, help="Answers tried per seed.")] = DEFAULT_ATTEMPTS,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds tried per scenario.")] = DEFAULT_SEEDS_PER_SCENARIO,
+    temperature: Annotated[float, typer.Option("--temperature")] = DEFAULT_TEMPERATURE,
+    seed: Annotated[Optional[int], typer.Option("--random-seed", help="Fix the choice of seeds and examples.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stored scenarios and pairings as JSON.")] = False,
+) -> None:
+    """Generate new scenarios from unused seed prompts (SOTOPIA-pi's procedure) and store them."""
+    try:
+        backend = create_backend(model)
+    except (ModelNameError, BackendError) as error:
+        raise fail(str(error))
+    progress(f"generating {count} scenario(s) with {backend.name}")
+    try:
+        with Store() as store:
+            report = generate_scenarios(
+                store,
+                backend,
+                count,
+                attempts_per_seed=attempts,
+                seeds_per_scenario=seeds,
+                temperature=temperature,
+                rng=random.Random(seed),
+                on_progress=progress,
+            )
+    except (GenerationError, LibraryError) as error:
+        raise fail(str(error))
+    finally:
+        backend.close()
+    if as_json:
+        emit_json(
+            {
+                "requested": report.requested,
+                "model": report.model,
+                "scenarios": [g.model_dump(mode="json") for g in report.generated],
+                "rejected": [a.model_dump(mode="json") for a in report.attempts if not a.accepted],
+            }
+        )
+    else:
+        for item in report.generated:
+            names = ", ".join(" & ".join(p.agent_ids) for p in item.pairings)
+            typer.echo(f"{item.scenario.id}  {item.scenario.codename}  [{item.scenario.category}]  pairs: {names}")
+    if not report.complete:
+        raise fail(f"stored {len(report.generated)} of {report.requested} scenario(s); see the rejected attempts above")

@@ -1,0 +1,491 @@
+"""Scenario generation, as SOTOPIA-pi does it, with any ChatBackend.
+
+For each new scenario: take a seed prompt nobody has used yet and one existing scenario as an
+example, ask the model for a new scenario (shared situation, two private goals that conflict
+or complement each other, a relationship level) in a JSON schema, and check the answer: it
+must parse, pass the same field rules as the built-in library, not repeat an existing
+scenario, and have character pairs able to play it. A failed answer is retried a bounded
+number of times and reported, never stored. A stored scenario comes with up to five
+pairings, and its seed is recorded (seed, model, scenario id, time) so it is never used again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+
+from pydantic import BaseModel, Field
+
+from .backends import BackendError, Cancelled, ChatBackend
+from .episode import ChatMessage, utc_now
+from .library import (
+    CATEGORIES,
+    PAIRINGS_PER_SCENARIO,
+    Library,
+    choose_pairings,
+    ensure_library,
+    load_library,
+    scenario_from_dict,
+)
+from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id
+from .store import Store
+
+GENERATED_SOURCE = "sotopia-pi generated"
+DEFAULT_TEMPERATURE = 0.5  # SOTOPIA-pi's setting
+DEFAULT_ATTEMPTS = 4  # answers per seed
+DEFAULT_SEEDS_PER_SCENARIO = 3  # seeds tried before a requested scenario is given up
+MAX_TOKENS = 1000
+SCENARIO_MAX_CHARS = 500
+GOAL_MAX_CHARS = 320
+CODENAME_MAX_CHARS = 40
+SAME_CODENAME_RATIO = 0.85
+# Two texts this similar (difflib ratio over their words) say the same thing.
+NEAR_DUPLICATE_RATIO = 0.8
+# A text whose words are this much taken, in order, from another text copies it.
+COPIED_SHARE = 0.7
+# Generated text must read as prose: at least this share of its tokens are plain words.
+MIN_WORD_SHARE = 0.75
+MIN_SCENARIO_WORDS = 12
+MIN_GOAL_WORDS = 5
+
+# The answer's field names, in the order the model should write them: the situation first,
+# then the goals it implies, and the title last so that it names the new situation. They sort
+# alphabetically in this order too, because the llama.cpp grammar writer sorts properties.
+ANSWER_FIELDS = {
+    "context": "scenario",
+    "goals": "agent_goals",
+    "relationship": "relationship",
+    "title": "codename",
+    "type": "category",
+}
+
+ProgressCallback = Callable[[str], None]
+
+
+class GenerationError(RuntimeError):
+    """Generation could not start (no unused seeds, no example scenario)."""
+
+
+class Attempt(BaseModel):
+    """One model answer and what became of it."""
+
+    seed: str
+    number: int
+    accepted: bool
+    problem: str = ""  # why it was rejected
+    note: str = ""  # what was adjusted in an accepted answer
+    text: str = ""
+
+
+class GeneratedScenario(BaseModel):
+    scenario: Scenario
+    pairings: list[Pairing]
+    seed: str
+    model: str
+    example_id: str
+    attempts: int
+
+
+class GenerationReport(BaseModel):
+    requested: int
+    model: str
+    generated: list[GeneratedScenario] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+
+    @property
+    def failed_seeds(self) -> list[str]:
+        used = {g.seed for g in self.generated}
+        return list(dict.fromkeys(a.seed for a in self.attempts if a.seed not in used))
+
+    @property
+    def complete(self) -> bool:
+        return len(self.generated) == self.requested
+
+
+# -- the request -----------------------------------------------------------------------------
+
+
+def generation_schema() -> dict:
+    """The answer's JSON schema: enums for the closed sets, length bounds on every string."""
+    goal = {"type": "string", "minLength": 20, "maxLength": GOAL_MAX_CHARS}
+    properties = {
+        "context": {"type": "string", "minLength": 40, "maxLength": SCENARIO_MAX_CHARS},
+        "goals": {"type": "array", "items": goal, "minItems": 2, "maxItems": 2},
+        "relationship": {"type": "string", "enum": [level.name for level in RelationshipLevel]},
+        "title": {"type": "string", "minLength": 3, "maxLength": CODENAME_MAX_CHARS},
+        "type": {"type": "string", "enum": list(CATEGORIES)},
+    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def example_json(scenario: Scenario) -> str:
+    """A scenario shown in the very shape the answer must take."""
+    record = {
+        "scenario": scenario.scenario,
+        "agent_goals": scenario.agent_goals,
+        "relationship": RelationshipLevel(scenario.relationship).name,
+        "codename": scenario.codename,
+        "category": scenario.category,
+    }
+    answer = {name: record[field] for name, field in ANSWER_FIELDS.items()}
+    return json.dumps(answer, ensure_ascii=False, indent=1)
+
+
+_SYSTEM = (
+    "You write short role-play scenarios for practising social skills. A scenario puts two "
+    "people in one everyday situation that they have to talk through. You answer with a single "
+    "JSON object and nothing else."
+)
+
+
+def build_messages(seed: str, example: Scenario) -> list[ChatMessage]:
+    """The request: the example first (for its shape only), the rules, and the seed last,
+    where even a small model attends to it most."""
+    levels = ", ".join(level.name for level in RelationshipLevel)
+    request = f"""Here is a finished scenario about a different situation, to show the format:
+{example_json(example)}
+
+How to fill in each field:
+- context: two to four sentences about the situation both people can see. Name nobody, and do \
+not write he, she, his or her: say "one person", "the other" or "they". Both people are adults.
+- goals: two private goals, one for each person, each addressed to that person as "you". \
+The goals must pull against each other, or depend on each other, so there is something to talk \
+through. Private facts go inside <extra_info>...</extra_info>, tactics inside \
+<strategy_hint>...</strategy_hint>.
+- relationship: how well the two already know each other, one of: {levels}.
+- title: two to four lower-case words joined by underscores, naming the new situation.
+- type: one of {", ".join(CATEGORIES)}.
+Do not reuse the example's situation, title or wording.
+
+Now write the scenario for this new situation: "{seed}"."""
+    return [ChatMessage(role="system", content=_SYSTEM), ChatMessage(role="user", content=request)]
+
+
+# -- checking an answer ----------------------------------------------------------------------
+
+
+def slugify_codename(text: str) -> str:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return "_".join(words)[:CODENAME_MAX_CHARS].strip("_")
+
+
+def parse_answer(text: str) -> Scenario:
+    """A new Scenario from a model answer, or ValueError saying what is wrong with it."""
+    try:
+        data = json.loads(text, strict=False)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(ANSWER_FIELDS))
+    if unknown:
+        raise ValueError(f"unexpected field(s): {', '.join(unknown)}")
+    missing = [name for name in ANSWER_FIELDS if name not in data]
+    if missing:
+        raise ValueError(f"missing field(s): {', '.join(missing)}")
+    record = {ANSWER_FIELDS[name]: value for name, value in data.items()}
+    if isinstance(record.get("codename"), str):
+        record["codename"] = slugify_codename(record["codename"])
+    goals = record.get("agent_goals")
+    if isinstance(goals, list):
+        record["agent_goals"] = [g.strip() if isinstance(g, str) else g for g in goals]
+    if isinstance(record.get("scenario"), str):
+        record["scenario"] = record["scenario"].strip()
+    record.update(id=new_id(), source=GENERATED_SOURCE)
+    try:
+        scenario = scenario_from_dict(record)
+    except ValueError as error:
+        raise ValueError(_answer_names(str(error))) from None
+    problem = _prose_problem(scenario)
+    if problem:
+        raise ValueError(problem)
+    return scenario
+
+
+def _answer_names(message: str) -> str:
+    """Speak of the answer's own field names (goals.0, not agent_goals.0)."""
+    for name, field in ANSWER_FIELDS.items():
+        message = re.sub(rf"\b{field}\b", name, message)
+    return message
+
+
+_HINT_TAGS = re.compile(r"</?(extra_info|strategy_hint|clarification_hint)>")
+_PLAIN_WORD = re.compile(r"^[(\"'\u2018\u201c]*[A-Za-z][A-Za-z'\u2019-]*[.,;:!?)\"'\u2019\u201d]*$")
+
+
+def _prose_problem(scenario: Scenario) -> str | None:
+    """Catch what a schema cannot: lists of names, URLs, id-like tokens instead of sentences."""
+    texts = [("context", scenario.scenario, MIN_SCENARIO_WORDS)] + [
+        (f"goals.{index}", goal, MIN_GOAL_WORDS) for index, goal in enumerate(scenario.agent_goals)
+    ]
+    for name, text, min_words in texts:
+        tokens = _HINT_TAGS.sub(" ", text).split()
+        words = [token for token in tokens if _PLAIN_WORD.match(token)]
+        if len(words) < min_words:
+            return f"{name}: needs at least {min_words} words (got {len(words)})"
+        if len(words) < MIN_WORD_SHARE * len(tokens):
+            return f"{name}: does not read as sentences (only {len(words)} of {len(tokens)} tokens are words)"
+    return None
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", _HINT_TAGS.sub(" ", text).lower())
+
+
+def _likeness(first: list[str], second: list[str]) -> tuple[float, float]:
+    """(similarity, copied share): difflib's ratio, and the share of the shorter text's words
+    found in order in the other (a text pasted into a longer one scores high on the second)."""
+    if not first or not second:
+        return 0.0, 0.0
+    matcher = SequenceMatcher(None, first, second, autojunk=False)
+    matched = sum(block.size for block in matcher.get_matching_blocks())
+    return 2 * matched / (len(first) + len(second)), matched / min(len(first), len(second))
+
+
+def _repeats(first: list[str], second: list[str]) -> bool:
+    similarity, copied = _likeness(first, second)
+    # a few common words in order ("the other person to") are not a copy
+    long_enough = min(len(first), len(second)) >= 8
+    return similarity >= NEAR_DUPLICATE_RATIO or (long_enough and copied >= COPIED_SHARE)
+
+
+def find_duplicate(candidate: Scenario, existing: list[Scenario]) -> str | None:
+    """Why `candidate` repeats an existing scenario (same or near-same codename, scenario text
+    or goals), or None."""
+    text = _words(candidate.scenario)
+    goals = [_words(goal) for goal in candidate.agent_goals]
+    for other in existing:
+        label = other.codename or other.id
+        if candidate.codename and other.codename:
+            if _same_codename(candidate.codename, other.codename):
+                return f"codename {candidate.codename!r} is (nearly) that of {label}"
+        if _repeats(text, _words(other.scenario)):
+            return f"scenario text repeats {label}"
+        other_goals = [_words(goal) for goal in other.agent_goals]
+        copied = [goal for goal in goals if any(_repeats(goal, theirs) for theirs in other_goals)]
+        if copied:
+            return f"{len(copied)} goal(s) repeat the goals of {label}"
+    return None
+
+
+# -- seeds -----------------------------------------------------------------------------------
+
+
+def used_seeds(store: Store) -> dict[str, dict]:
+    """Every recorded seed use: seed -> {model, scenario_id, created_at}."""
+    with store.transaction() as conn:
+        rows = conn.execute("SELECT seed, model, scenario_id, created_at FROM seed_uses").fetchall()
+    return {row[0]: {"model": row[1], "scenario_id": row[2], "created_at": row[3]} for row in rows}
+
+
+def unused_seeds(store: Store, library: Library) -> list[str]:
+    used = used_seeds(store)
+    return [seed for seed in library.seed_prompts if seed not in used]
+
+
+def seed_for_scenario(store: Store, scenario_id: str) -> dict | None:
+    with store.transaction() as conn:
+        row = conn.execute(
+            "SELECT seed, model, created_at FROM seed_uses WHERE scenario_id=?", (scenario_id,)
+        ).fetchone()
+    return {"seed": row[0], "model": row[1], "created_at": row[2]} if row else None
+
+
+def _claim_seed(store: Store, seed: str, model: str, scenario_id: str) -> bool:
+    """Record a seed as used; False if it was used meanwhile (the primary key keeps it unique)."""
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO seed_uses (seed, model, scenario_id, created_at) VALUES (?, ?, ?, ?)",
+                (seed, model, scenario_id, utc_now()),
+            )
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    store: Store
+    backend: ChatBackend
+    report: GenerationReport
+    characters: dict[str, Character]
+    relationships: list[Relationship]
+    attempts_per_seed: int
+    temperature: float
+    rng: random.Random
+    say: ProgressCallback
+    cancel: threading.Event | None
+
+
+def generate_scenarios(
+    store: Store,
+    backend: ChatBackend,
+    count: int,
+    *,
+    library: Library | None = None,
+    attempts_per_seed: int = DEFAULT_ATTEMPTS,
+    seeds_per_scenario: int = DEFAULT_SEEDS_PER_SCENARIO,
+    temperature: float = DEFAULT_TEMPERATURE,
+    rng: random.Random | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> GenerationReport:
+    """Generate and store up to `count` new scenarios with their pairings.
+
+    Each requested scenario draws an unused seed and asks for up to `attempts_per_seed`
+    answers; when they all fail it moves on to a fresh seed, at most `seeds_per_scenario`
+    times. A seed that produced nothing stays unused. The report lists what was stored and
+    every answer with its problem.
+    """
+    if count < 1:
+        raise GenerationError("count must be at least 1")
+    rng = rng or random.Random()
+    if library is None:
+        library = load_library()
+    ensure_library(store, library.root)
+    seeds = unused_seeds(store, library)
+    rng.shuffle(seeds)
+    run = _Run(
+        store=store,
+        backend=backend,
+        report=GenerationReport(requested=count, model=backend.name),
+        characters={c.id: c for c in store.characters()},
+        relationships=store.relationships(),
+        attempts_per_seed=attempts_per_seed,
+        temperature=temperature,
+        rng=rng,
+        say=on_progress or (lambda message: None),
+        cancel=cancel,
+    )
+    for target in range(count):
+        for _ in range(seeds_per_scenario):
+            if not seeds:
+                run.say("no unused seed prompts are left; add lines to seed_prompts.txt")
+                return run.report
+            seed = seeds.pop()
+            run.say(f"[{target + 1}/{count}] seed: {seed}")
+            generated = _from_seed(run, seed)
+            if generated is not None:
+                run.report.generated.append(generated)
+                break
+    return run.report
+
+
+def _from_seed(run: _Run, seed: str) -> GeneratedScenario | None:
+    for number in range(1, run.attempts_per_seed + 1):
+        if run.cancel is not None and run.cancel.is_set():
+            raise Cancelled("generation cancelled")
+        existing = run.store.scenarios()
+        if not existing:
+            raise GenerationError("the store has no scenario to show as an example")
+        example = run.rng.choice(existing)
+        # Failures repeat at a fixed temperature (often a copy of the example): vary each retry.
+        heat = min(1.0, run.temperature + 0.1 * (number - 1))
+        try:
+            completion = run.backend.complete(
+                build_messages(seed, example),
+                schema=generation_schema(),
+                max_tokens=MAX_TOKENS,
+                temperature=heat,
+                cancel=run.cancel,
+            )
+        except BackendError as error:
+            _reject(run, seed, number, f"the model did not answer: {error}")
+            continue
+        text = completion.text
+        try:
+            scenario, note = _accept(text, seed, existing, _character_names(run.characters))
+        except ValueError as error:
+            _reject(run, seed, number, str(error), text)
+            continue
+        pairs = choose_pairings(scenario, run.characters, run.relationships, PAIRINGS_PER_SCENARIO, run.rng)
+        if not pairs:
+            level = RelationshipLevel(scenario.relationship).name
+            _reject(run, seed, number, f"unplayable: no character pair has a {level} relationship", text)
+            continue
+        if not _claim_seed(run.store, seed, run.backend.name, scenario.id):
+            _reject(run, seed, number, "another run used this seed meanwhile", text)
+            return None
+        pairings = _store(run.store, scenario, pairs)
+        run.report.attempts.append(Attempt(seed=seed, number=number, accepted=True, note=note, text=text))
+        run.say(f"  stored {scenario.codename} ({scenario.id}) with {len(pairings)} pairing(s)")
+        return GeneratedScenario(
+            scenario=scenario,
+            pairings=pairings,
+            seed=seed,
+            model=run.backend.name,
+            example_id=example.id,
+            attempts=number,
+        )
+    run.say(f"  no valid answer in {run.attempts_per_seed} attempts; the seed stays unused")
+    return None
+
+
+def _accept(text: str, seed: str, existing: list[Scenario], names: re.Pattern | None) -> tuple[Scenario, str]:
+    """The scenario in an answer, checked against the store; ValueError says why not."""
+    try:
+        scenario = parse_answer(text)
+    except ValueError as error:
+        raise ValueError(f"invalid: {error}") from None
+    for field_text in [scenario.scenario, *scenario.agent_goals]:
+        match = names.search(field_text) if names else None
+        if match:
+            raise ValueError(f"invalid: names the character {match.group(0)!r}")
+    note = ""
+    # A small model often copies the example's title over a new situation. The title is only a
+    # label, so a taken one is replaced by one made from the seed; copied text is still rejected.
+    taken = {other.codename for other in existing if other.codename}
+    if any(_same_codename(scenario.codename, other) for other in taken):
+        codename = _codename_from_seed(seed, taken)
+        note = f"title {scenario.codename!r} was taken; named {codename!r} after the seed"
+        scenario = scenario.model_copy(update={"codename": codename})
+    duplicate = find_duplicate(scenario, existing)
+    if duplicate:
+        raise ValueError(f"duplicate: {duplicate}")
+    return scenario, note
+
+
+def _same_codename(first: str, second: str) -> bool:
+    return SequenceMatcher(None, first, second).ratio() >= SAME_CODENAME_RATIO
+
+
+_FILLER = {"a", "an", "the", "to", "of", "in", "on", "at", "for", "with", "who", "that", "your", "you", "and", "or"}
+
+
+def _codename_from_seed(seed: str, taken: set[str]) -> str:
+    words = [w for w in re.findall(r"[a-z0-9]+", seed.lower()) if w not in _FILLER][:4] or ["generated"]
+    base = "_".join(words)[:CODENAME_MAX_CHARS].strip("_")
+    codename, suffix = base, 2
+    while any(_same_codename(codename, other) for other in taken):
+        codename, suffix = f"{base}_{suffix}", suffix + 1
+        if suffix > 99:
+            break
+    return codename
+
+
+def _character_names(characters: dict[str, Character]) -> re.Pattern | None:
+    names = sorted({p for c in characters.values() for p in (c.first_name, c.last_name) if len(p) > 2})
+    return re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b") if names else None
+
+
+def _store(store: Store, scenario: Scenario, pairs: list[tuple[str, str]]) -> list[Pairing]:
+    store.save_scenario(scenario)
+    pairings = [Pairing(scenario_id=scenario.id, agent_ids=list(pair)) for pair in pairs]
+    for pairing in pairings:
+        store.save_pairing(pairing)
+    return pairings
+
+
+def _reject(run: _Run, seed: str, number: int, problem: str, text: str = "") -> None:
+    run.report.attempts.append(Attempt(seed=seed, number=number, accepted=False, problem=problem, text=text))
+    run.say(f"  attempt {number}/{run.attempts_per_seed} rejected: {problem}")
