@@ -377,18 +377,25 @@ async def test_embedded_model_episode_with_takeover(store: Store):
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
         screen = live_screen(app)
-        # a loaded 2-core machine makes the small model slow: the waits are generous
-        await wait_until(pilot, lambda: screen._current is not None and screen._current[1] == 1, timeout=300,
-                         what="side 2's first turn")
-        await pilot.press("2")
         panel = screen.query_one(TakeoverPanel)
-        await wait_until(pilot, lambda: panel.your_turn, timeout=300, what="the person's turn")
+        # The person opens (the small model may well leave on its very first turn, which would end
+        # the episode before any takeover), hands side 1 back, then takes side 2 over while its
+        # model is already playing. A loaded 2-core machine makes the model slow: waits are generous.
+        await pilot.press("1")
+        await wait_until(pilot, lambda: panel.your_turn, timeout=300, what="the person's first turn")
+        await pilot.press(*"Is the bike still for sale?", "enter")
+        await wait_until(pilot, lambda: len(store.turns(screen.episode.id)) >= 1, timeout=30)
+        await pilot.press("ctrl+b")  # the argument box has the focus, so not "h"
+        await wait_until(pilot, lambda: not screen.runner.is_human(0), timeout=30, what="side 1 handed back")
+        await pilot.press("2")
+        await wait_until(pilot, lambda: panel.your_turn and panel.side == 1, timeout=300, what="side 2's turn")
         await pilot.press(*"I can pay 200.", "enter")
         await wait_until(pilot, lambda: len(store.turns(screen.episode.id)) >= 2, timeout=30)
         await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: screen.finished and not screen.playing, timeout=700, what="the end")
         turns = store.turns(screen.episode.id)
         assert len(turns) == 4 or turns[-1].action_type == ActionType.leave
+        assert turns[0].by_human and turns[0].argument == "Is the bike still for sale?"
         assert turns[1].by_human and turns[1].argument == "I can pay 200."
         assert all(not t.by_human for t in turns[2:])
         assert all(t.model == "embedded" for t in turns if not t.by_human)
