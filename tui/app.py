@@ -6,6 +6,7 @@ tests build the app around a temporary store and deterministic backends.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -83,6 +84,9 @@ class SotopiaApp(App):
                 self.startup_errors.append(error)
 
     def on_mount(self) -> None:
+        # Everything built at startup lives as long as the app: keep it out of the cyclic
+        # garbage collector so that full collections (which stop every thread) stay short.
+        self.call_after_refresh(gc.freeze)
         for error in self.startup_errors:
             self.notify(error, title="Problem at startup", severity="error", timeout=20)
 

@@ -7,6 +7,7 @@ a model failure or a crash loses nothing already played.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from rich.text import Text
@@ -31,6 +32,7 @@ from ..widgets.transcript import Transcript
 from .reasoning import ReasoningScreen
 
 ACTIVE = (WorkerState.PENDING, WorkerState.RUNNING)
+STREAM_REDRAW_SECONDS = 0.05
 
 
 def official_or_latest(history: list[Evaluation]) -> Evaluation | None:
@@ -75,6 +77,7 @@ class EpisodeScreen(Screen):
         self._leaving = False
         self._current: tuple[int, int, bool] | None = None  # (turn index, side, by a person)
         self._error = ""
+        self._streamed: tuple[int, str] | None = None  # (turn index, argument) not yet drawn
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -198,6 +201,8 @@ class EpisodeScreen(Screen):
                 self.runner.close()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "control" and event.state == WorkerState.ERROR:
+            self.notify(str(event.worker.error), title="Could not switch sides", severity="error")
         if event.worker is not self._worker or event.state in ACTIVE:
             return
         if event.state == WorkerState.ERROR:
@@ -221,7 +226,17 @@ class EpisodeScreen(Screen):
 
     @on(TokenStreamed)
     def _token(self, message: TokenStreamed) -> None:
-        self.query_one(Transcript).stream(message.index, message.argument)
+        # Tokens come faster than anyone reads; redrawing (and re-laying out) the transcript
+        # for each one would take time from the keyboard. Show the newest text every 50 ms.
+        first = self._streamed is None
+        self._streamed = (message.index, message.argument)
+        if first:
+            self.set_timer(STREAM_REDRAW_SECONDS, self._show_streamed)
+
+    def _show_streamed(self) -> None:
+        if self._streamed is not None:
+            self.query_one(Transcript).stream(*self._streamed)
+            self._streamed = None
 
     @on(TurnCommitted)
     def _turn_committed(self, message: TurnCommitted) -> None:
@@ -261,8 +276,6 @@ class EpisodeScreen(Screen):
             self.runner.submit(message.side, message.action)
         except EpisodeError as error:
             self.notify(str(error), severity="error")
-            return
-        self.query_one(Transcript).focus()  # single-letter keys work again until the next move
 
     # -- key actions ----------------------------------------------------------------------
 
@@ -297,10 +310,13 @@ class EpisodeScreen(Screen):
         if self.finished:
             self.notify("The episode is over; there is nothing left to play.")
             return
-        self.runner.take_over(side)
+        self._control(self.runner.take_over, side, self._taken_over)
+
+    def _taken_over(self, side: int) -> None:
         self._refresh_header()
         self._show_takeover(side)
-        self.notify(f"You play {self.names[side]} now. Press h to hand it back to its model.")
+        self.query_one("#argument", Input).focus()
+        self.notify(f"You play {self.names[side]} now. ^b hands it back to its model.", timeout=4)
 
     def action_hand_back(self) -> None:
         panel = self.query_one(TakeoverPanel)
@@ -308,15 +324,24 @@ class EpisodeScreen(Screen):
         if side is None:
             self.notify("No side is played by you.")
             return
-        try:
-            self.runner.hand_back(side)
-        except EpisodeError as error:
-            self.notify(str(error), severity="warning")
-            return
-        self.notify(f"{self.names[side]} is played by {self.episode.agent_models[side]} again.")
+        self._control(self.runner.hand_back, side, self._handed_back)
+
+    def _handed_back(self, side: int) -> None:
+        self.notify(f"{self.names[side]} is played by {self.episode.agent_models[side]} again.", timeout=4)
         self._refresh_header()
         self._show_takeover()
         self.query_one(Transcript).focus()
+
+    @work(thread=True, exit_on_error=False, group="control", description="switching who plays a side")
+    def _control(self, change: Callable[[int], object], side: int, then: Callable[[int], None]) -> None:
+        """Take over or hand back off the UI thread: the runner may hold its lock for as long
+        as it takes to load a model, and the keyboard must not wait for that."""
+        try:
+            change(side)
+        except EpisodeError as error:
+            self.app.call_from_thread(self.notify, str(error), severity="warning")
+            return
+        self.app.call_from_thread(then, side)
 
     def action_reasoning(self) -> None:
         evaluation = self.query_one(ScorePanel).evaluation
@@ -339,4 +364,6 @@ class EpisodeScreen(Screen):
         if self.playing:
             self.runner.pause()  # the worker closes the runner when the turn in progress ends
         else:
-            self.runner.close()
+            # Freeing the models waits for any call still using them (a live judge): never on
+            # the UI thread.
+            threading.Thread(target=self.runner.close, name="close-episode").start()
