@@ -50,16 +50,7 @@ class EpisodeRow(BaseModel):
         return any(value is not None for value in self.overall)
 
 
-_LATEST_TERMINAL = """
-    SELECT episode_id, data FROM (
-        SELECT episode_id, data,
-               ROW_NUMBER() OVER (PARTITION BY episode_id ORDER BY created_at DESC) AS newest
-        FROM evaluations WHERE kind = 'terminal'
-    ) WHERE newest = 1
-"""
-
-_SELECT = f"""
-    WITH terminal AS ({_LATEST_TERMINAL})
+_SELECT = """
     SELECT ep.id, ep.scenario_id, COALESCE(NULLIF(sc.codename, ''), ep.scenario_id) AS scenario,
            ep.status, ep.agent1_model, ep.agent2_model, ep.judge_model, ep.turn_count,
            ep.created_at,
@@ -70,7 +61,11 @@ _SELECT = f"""
            json_extract(t.data, '$.agents[1].scores.goal.score') AS goal2
     FROM episodes ep
     LEFT JOIN scenarios sc ON sc.id = ep.scenario_id
-    LEFT JOIN terminal t ON t.episode_id = ep.id
+    LEFT JOIN evaluations t ON t.id = (
+        SELECT id FROM evaluations
+        WHERE episode_id = ep.id AND kind = 'terminal'
+        ORDER BY created_at DESC LIMIT 1
+    )
 """
 
 

@@ -404,3 +404,34 @@ async def test_embedded_model_episode_with_takeover(store: Store):
         await pilot.press("escape", "f3")
         table = app.screen.query_one(DataTable)
         assert table.row_count == 1 and table.get_row_at(0)[2] == "finished"
+
+
+async def test_a_scenario_that_fails_validation_is_reported_not_fatal(store: Store):
+    seed_store(store)
+    with store.transaction() as conn:  # a record edited by hand into something invalid
+        conn.execute("UPDATE scenarios SET data = json_set(data, '$.agent_goals', json('[\"only one\"]'))")
+    app = SotopiaApp(store, config.Settings(), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, LibraryScreen)
+        details = plain(app.screen.query_one("#details", Static))
+        assert "could not be read" in details and "agent_goals" in details
+        await pilot.press("ctrl+r")  # nothing to start, and no crash
+        assert isinstance(app.screen, LibraryScreen)
+        await pilot.press("f3")
+        assert isinstance(app.screen, InspectorScreen)
+
+
+async def test_pulled_catalog_models_are_offered(store: Store, isolated_home):
+    seed_store(store)
+    from sotopia_pi import paths
+    from sotopia_pi.catalog import load_catalog
+
+    entry = next(e for e in load_catalog().models.values() if e.kind == "gguf")
+    (paths.models_dir() / entry.filename).write_bytes(b"GGUF")
+    app = SotopiaApp(store, config.Settings(), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        values = [value for _, value in app.screen.query_one("#model1", Select)._options]
+        assert f"catalog:{entry.name}" in values
+        assert "embedded" in values and "human" in values

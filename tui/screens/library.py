@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from sotopia_pi.catalog import CatalogError, is_pulled, load_catalog
 from sotopia_pi.config import Settings
 from sotopia_pi.profiles import Character, RelationshipLevel, Scenario, valid_pairs
 from sotopia_pi.runner import EpisodeSetup, new_episode
@@ -18,6 +19,19 @@ from sotopia_pi.visibility import render_goal
 
 HUMAN = "human"
 NO_JUDGE = ""
+
+
+def pulled_catalog_models() -> list[tuple[str, str]]:
+    """Catalog GGUFs already downloaded (`sotopia-pi models pull NAME`), as model choices."""
+    try:
+        catalog = load_catalog()
+        return [
+            (f"{entry.name} (catalog)", entry.model_name)
+            for entry in catalog.models.values()
+            if entry.kind == "gguf" and is_pulled(entry.name, catalog)
+        ]
+    except (CatalogError, OSError, ValueError):  # a broken catalog only costs these choices
+        return []
 
 
 def scenario_matches(scenario: Scenario, needle: str) -> bool:
@@ -167,6 +181,8 @@ class LibraryScreen(Screen):
         name that is not a preset, plus a person (agents) or no judge."""
         settings = self.settings
         presets = [(p.name, p.model) for p in settings.model_choices()]
+        known = {model for _, model in presets}
+        presets += [(label, model) for label, model in pulled_catalog_models() if model not in known]
         known = {model for _, model in presets}
         sides = []
         for default in settings.agent_models:

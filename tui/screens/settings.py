@@ -97,6 +97,12 @@ class SettingsScreen(Screen):
         intro = Text()
         intro.append(f"Config file: {config.config_path()}\n", style="dim")
         intro.append("An empty judge model runs episodes without scores. ", style="dim")
+        intro.append(
+            "The embedded model is weak; for better play and judging add a GGUF file or an "
+            "OpenAI-compatible server below, or download one with `sotopia-pi models pull NAME` "
+            "(pulled models appear in the library's choosers).",
+            style="dim",
+        )
         if overrides:
             names = ", ".join(f"{field} ({variable})" for field, variable in overrides.items())
             intro.append(f"\nSet by environment variables, which win over this file: {names}", style="yellow")
