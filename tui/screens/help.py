@@ -18,8 +18,12 @@ INTRO = (
 )
 
 
+KEY_NAMES = {"slash": "/", "question_mark": "?", "escape": "Esc", "enter": "Enter", "space": "Space"}
+
+
 def key_label(binding: Binding) -> str:
-    return " / ".join(key.replace("ctrl+", "^").replace("slash", "/") for key in binding.key.split(","))
+    keys = (KEY_NAMES.get(key, key).replace("ctrl+", "^") for key in binding.key.split(","))
+    return " / ".join(keys)
 
 
 def bindings_table(sections: list[tuple[str, list]]) -> Table:

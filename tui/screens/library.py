@@ -130,7 +130,7 @@ class LibraryScreen(Screen):
                         yield OptionList(id="character-list")
             with VerticalScroll(id="library-right"):
                 yield Static(id="details")
-                yield Label("Character pairs that fit the selected scenario", classes="section")
+                yield Label("Character pairs that fit the selected scenario", classes="section", id="pairs-title")
                 yield OptionList(id="pair-list")
                 with Horizontal(classes="form-row"):
                     yield Label("Side 1", classes="form-label")
@@ -269,6 +269,10 @@ class LibraryScreen(Screen):
     def select_scenario(self, scenario: Scenario) -> None:
         self.selected = scenario
         self.query_one("#details", Static).update(scenario_details(scenario))
+        self.query_one("#pairs-title", Label).update(
+            f"Character pairs that fit {scenario.codename or scenario.id} "
+            f"({level_name(scenario.relationship)})"
+        )
         store = self.app.store  # type: ignore[attr-defined]
         fixed = [tuple(p.agent_ids) for p in store.pairings(scenario.id)]
         fitting = valid_pairs(scenario, self.characters, self.relationships)
@@ -290,7 +294,7 @@ class LibraryScreen(Screen):
                 (self.characters[first].name, "bold"), " & ", (self.characters[second].name, "bold")
             )
             if (first, second) in fixed:
-                label.append("  (pairing)", style="dim")
+                label.append("  (pairing on record)", style="dim")
             pair_list.add_option(Option(label, id=f"{first}|{second}"))
         firsts = list(dict.fromkeys(first for first, _ in pairs))
         character1 = self.query_one("#character1", Select)

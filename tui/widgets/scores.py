@@ -44,8 +44,9 @@ def evaluation_title(evaluation: Evaluation | None) -> Text:
 
 
 def _short(name: str) -> str:
-    first, _, rest = name.partition(" ")
-    return f"{first} {rest[:1]}." if rest else first
+    """A column-sized name: the first name, cut to ten characters."""
+    first = name.split()[0] if name.split() else name
+    return first if len(first) <= 10 else first[:9] + "…"
 
 
 def score_table(
@@ -93,7 +94,7 @@ def trend_lines(
         ]
         chart = spark(values, low, high) if values else "(no scores yet)"
         last = f" {values[-1]:.2f}" if values else ""
-        lines.append(Text.assemble((f"{_short(names[side]):<12}", "bold"), chart, last))
+        lines.append(Text.assemble((f"{_short(names[side]):<11}", "bold"), chart, last))
     return lines
 
 
@@ -171,7 +172,7 @@ def comparison_table(
     table.add_column("dimension", no_wrap=True)
     table.add_column("range", justify="right", style="dim", no_wrap=True)
     turn = f"#{provisional.after_turn}" if provisional is not None else "turn"
-    first_names = [name.split()[0] if name.split() else name for name in names]
+    first_names = [_short(name) for name in names]
     for name in first_names:
         table.add_column(f"{name} {turn}", justify="right", style="yellow", no_wrap=True)
     for name in first_names:

@@ -83,8 +83,11 @@ class Transcript(VerticalScroll):
         self.can_focus = True
         self._views: dict[int, TurnView] = {}
 
-    def on_mount(self) -> None:
-        self.anchor()
+    def _follow(self) -> None:
+        """Keep the newest turn in view, unless the user scrolled up to read. (Textual's
+        anchor() would also push a short transcript to the bottom of the panel.)"""
+        if self.scroll_y >= self.max_scroll_y - 1:
+            self.call_after_refresh(self.scroll_end, animate=False)
 
     def view(self, index: int) -> TurnView | None:
         return self._views.get(index)
@@ -94,6 +97,7 @@ class Transcript(VerticalScroll):
         if old is not None:
             old.remove()
         self._views[view.index] = view
+        self._follow()
         self.mount(view)
         return view
 
@@ -105,6 +109,7 @@ class Transcript(VerticalScroll):
     def stream(self, index: int, argument: str) -> None:
         view = self.view(index)
         if view is not None:
+            self._follow()
             view.stream(argument)
 
     def commit(self, turn: Turn) -> None:
@@ -125,6 +130,7 @@ class Transcript(VerticalScroll):
         views = [TurnView(t.index, t.agent, self.names[t.agent], turn=t) for t in turns]
         self._views.update((view.index, view) for view in views)
         self.mount_all(views)
+        self.call_after_refresh(self.scroll_end, animate=False)
 
     def last_text(self) -> str:
         if not self._views:
