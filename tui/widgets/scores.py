@@ -171,12 +171,11 @@ def comparison_table(
     table = Table(box=None, pad_edge=False, padding=(0, 0, 0, 1))
     table.add_column("dimension", no_wrap=True)
     table.add_column("range", justify="right", style="dim", no_wrap=True)
-    turn = f"#{provisional.after_turn}" if provisional is not None else "turn"
-    first_names = [_short(name) for name in names]
-    for name in first_names:
-        table.add_column(f"{name} {turn}", justify="right", style="yellow", no_wrap=True)
-    for name in first_names:
-        table.add_column(f"{name} final", justify="right", style="green", no_wrap=True)
+    turn = f"@#{provisional.after_turn}" if provisional is not None else "@turn"
+    for side in (1, 2):
+        table.add_column(f"s{side} {turn}", justify="right", style="yellow", no_wrap=True)
+    for side in (1, 2):
+        table.add_column(f"s{side} final", justify="right", style="green", no_wrap=True)
 
     def cell(evaluation: Evaluation | None, side: int, dimension: str | None) -> Text:
         if evaluation is None:
@@ -230,6 +229,7 @@ class ComparisonPanel(Static):
                 ("terminal ", "bold green"),
                 "(official): " + ("scored" if terminal else "not scored (yet)"),
             ),
+            Text(f"s1 = {self.names[0]} · s2 = {self.names[1]}", style="dim"),
             comparison_table(provisional, terminal, self.names, self.dimensions),
         ]
         parts.extend(failures(provisional, self.names))
