@@ -41,6 +41,7 @@ class EpisodeRow(BaseModel):
     judge_model: str
     turn_count: int
     created_at: str
+    last_error: str = ""
     tags: list[str] = Field(default_factory=list)
     overall: tuple[float | None, float | None] = (None, None)
     goal: tuple[int | None, int | None] = (None, None)
@@ -53,7 +54,7 @@ class EpisodeRow(BaseModel):
 _SELECT = """
     SELECT ep.id, ep.scenario_id, COALESCE(NULLIF(sc.codename, ''), ep.scenario_id) AS scenario,
            ep.status, ep.agent1_model, ep.agent2_model, ep.judge_model, ep.turn_count,
-           ep.created_at,
+           ep.created_at, json_extract(ep.data, '$.last_error') AS last_error,
            (SELECT group_concat(tag, char(31)) FROM episode_tags WHERE episode_id = ep.id) AS tags,
            json_extract(t.data, '$.agents[0].overall') AS overall1,
            json_extract(t.data, '$.agents[1].overall') AS overall2,
@@ -126,6 +127,7 @@ def _row(row: Any) -> EpisodeRow:
         judge_model=row["judge_model"],
         turn_count=row["turn_count"],
         created_at=row["created_at"],
+        last_error=row["last_error"] or "",
         tags=row["tags"].split("\x1f") if row["tags"] else [],
         overall=(row["overall1"], row["overall2"]),
         goal=(row["goal1"], row["goal2"]),

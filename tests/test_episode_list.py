@@ -40,7 +40,8 @@ def add_episode(store: Store, episode_id: str, created_at: str, models=("embedde
 def fill(store: Store) -> None:
     seed_store(store)
     add_episode(store, "E1", "2025-01-01T00:00:01", status=EpisodeStatus.finished, tags=["keep"])
-    add_episode(store, "E2", "2025-01-01T00:00:02", models=("embedded", "gguf:/m/q.gguf+adapter=/a/round1.gguf"))
+    add_episode(store, "E2", "2025-01-01T00:00:02", models=("embedded", "gguf:/m/q.gguf+adapter=/a/round1.gguf"),
+                status=EpisodeStatus.paused, last_error="server down")
     add_episode(store, "E3", "2025-01-01T00:00:03", models=("openai:qwen@http://127.0.0.1:9/v1", "embedded"),
                 status=EpisodeStatus.finished, tags=["keep", "demo"])
     # E1 was judged twice: the newest terminal evaluation is the official one
@@ -62,6 +63,7 @@ def test_rows_are_newest_first_with_scenario_scores_and_tags(store: Store):
     assert e1.overall == (3.5, 2.5) and e1.goal == (7, 8)
     assert e1.tags == ["keep"]
     assert rows[1].overall == (None, None) and not rows[1].scored
+    assert rows[1].last_error == "server down" and e1.last_error == ""
     assert sorted(rows[0].tags) == ["demo", "keep"]
 
 

@@ -164,7 +164,7 @@ async def test_a_failing_model_pauses_the_episode_and_keeps_what_was_played(stor
         # the app is still alive and navigable
         await pilot.press("escape", "f3")
         assert isinstance(app.screen, InspectorScreen)
-        assert app.screen.query_one(DataTable).get_row_at(0)[2] == "paused"
+        assert app.screen.query_one(DataTable).get_row_at(0)[2] == "paused (error)"
 
 
 async def test_play_a_character_from_the_start_against_a_model(store: Store, tmp_path):
@@ -435,3 +435,23 @@ async def test_pulled_catalog_models_are_offered(store: Store, isolated_home):
         values = [value for _, value in app.screen.query_one("#model1", Select)._options]
         assert f"catalog:{entry.name}" in values
         assert "embedded" in values and "human" in values
+
+
+async def test_an_episode_open_in_one_place_cannot_be_resumed_in_another(store: Store, tmp_path):
+    seed_store(store)
+    settings = replay_settings(tmp_path, side1=[action("speak", "Hi.")], side2=[], judge=[], live_eval=False)
+    settings.judge_model = ""
+    held = HeldBackend([action("speak", "Hello.")])
+    app = SotopiaApp(store, settings, backend_factory=factory_with({settings.agent2_model: held}), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.selected is not None)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        episode_id = app.screen.episode.id
+        await wait_until(pilot, held.generating.is_set)
+        await pilot.press("f3")  # the episode keeps playing on the library's stack
+        assert store.episode(episode_id).status == EpisodeStatus.running
+        await pilot.press("ctrl+r")
+        assert isinstance(app.screen, InspectorScreen)  # refused: a second runner would clash
+        assert episode_id in app.busy_episodes
+        held.release.set()

@@ -78,6 +78,9 @@ class SotopiaApp(App):
         self.settings = settings
         self.backend_factory = backend_factory
         self.startup_errors = list(startup_errors or [])
+        # Episodes with a live runner (on any screen stack, or still finishing a turn after
+        # their screen closed): a second runner on the same episode would fight over turns.
+        self.busy_episodes: set[str] = set()
         if load_library:
             error = ensure_builtin_library(store)
             if error:
@@ -111,6 +114,9 @@ class SotopiaApp(App):
 
     def open_episode(self, episode_id: str, autostart: bool = True) -> None:
         """Show the live screen for a stored episode (on top of the current screen)."""
+        if episode_id in self.busy_episodes:
+            self.notify("This episode is already open or still finishing a turn; try again in a moment.")
+            return
         try:
             screen = EpisodeScreen(
                 self.store, episode_id, autostart=autostart, backend_factory=self.backend_factory
@@ -124,10 +130,6 @@ class SotopiaApp(App):
         episode = self.store.episode(episode_id)
         if episode.status not in (EpisodeStatus.paused, EpisodeStatus.running):
             self.notify(f"This episode is {episode.status.value}; only unfinished ones resume.")
-            return
-        live = [s for s in self.screen_stack if isinstance(s, EpisodeScreen)]
-        if any(s.episode.id == episode_id for s in live):
-            self.notify("This episode is already open (F2 shows it).")
             return
         self.open_episode(episode_id)
 

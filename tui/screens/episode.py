@@ -78,6 +78,7 @@ class EpisodeScreen(Screen):
         self._current: tuple[int, int, bool] | None = None  # (turn index, side, by a person)
         self._error = ""
         self._streamed: tuple[int, str] | None = None  # (turn index, argument) not yet drawn
+        self._busy: set[str] = set()  # the app's set of episodes with a live runner
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -92,6 +93,8 @@ class EpisodeScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self._busy = self.app.busy_episodes  # type: ignore[attr-defined]
+        self._busy.add(self.episode.id)
         self.query_one(Transcript).load(self.runner.turns)
         self._refresh_scores()
         self._show_takeover()
@@ -198,7 +201,7 @@ class EpisodeScreen(Screen):
                 self.runner.run()
         finally:
             if self._leaving:  # the screen is gone and will not hear that the worker ended
-                self.runner.close()
+                self._release()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "control" and event.state == WorkerState.ERROR:
@@ -366,4 +369,11 @@ class EpisodeScreen(Screen):
         else:
             # Freeing the models waits for any call still using them (a live judge): never on
             # the UI thread.
-            threading.Thread(target=self.runner.close, name="close-episode").start()
+            threading.Thread(target=self._release, name="close-episode").start()
+
+    def _release(self) -> None:
+        """Free the models, then let the episode be opened again (any thread)."""
+        try:
+            self.runner.close()
+        finally:
+            self._busy.discard(self.episode.id)

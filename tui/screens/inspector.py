@@ -33,7 +33,7 @@ def row_cells(row: EpisodeRow) -> tuple[str, ...]:
     return (
         row.created_at[:19].replace("T", " "),
         row.scenario,
-        row.status.value,
+        f"{row.status.value} (error)" if row.last_error and row.status in RESUMABLE else row.status.value,
         str(row.turn_count),
         row.agent_models[0],
         row.agent_models[1],
@@ -82,8 +82,11 @@ class InspectorScreen(Screen):
     def store(self) -> Store:
         return self.app.store  # type: ignore[attr-defined]
 
+    def _text(self, name: str) -> str:
+        return self.query_one(f"#filter-{name}", Input).value
+
     def filters(self) -> EpisodeFilter:
-        value = lambda name: self.query_one(f"#filter-{name}", Input).value  # noqa: E731
+        value = self._text
         status = self.query_one("#filter-status", Select).value
         score = value("score").strip()
         try:
