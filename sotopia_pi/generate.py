@@ -145,12 +145,15 @@ _SYSTEM = (
 
 
 def build_messages(seed: str, example: Scenario) -> list[ChatMessage]:
-    """The request: the example first (for its shape only), the rules, and the seed last,
-    where even a small model attends to it most."""
-    levels = ", ".join(level.name for level in RelationshipLevel)
-    request = f"""Here is a finished scenario about a different situation, to show the format:
-{example_json(example)}
+    """The request as a one-shot chat: the rules and the example's situation, the example as
+    the model's own earlier answer, then the new situation.
 
+    Shown as one JSON blob inside the request, the example gets copied by small models; as an
+    earlier answer it is followed for its form (measured on the embedded model: 3 of 16 answers
+    usable with the example inside the request, 10 of 16 as an earlier answer).
+    """
+    levels = ", ".join(level.name for level in RelationshipLevel)
+    rules = f"""Write a role-play scenario, as one JSON object, for the situation given at the end.
 How to fill in each field:
 - context: two to four sentences about the situation both people can see. Name nobody, and do \
 not write he, she, his or her: say "one person", "the other" or "they". Both people are adults.
@@ -159,12 +162,16 @@ The goals must pull against each other, or depend on each other, so there is som
 through. Private facts go inside <extra_info>...</extra_info>, tactics inside \
 <strategy_hint>...</strategy_hint>.
 - relationship: how well the two already know each other, one of: {levels}.
-- title: two to four lower-case words joined by underscores, naming the new situation.
+- title: two to four lower-case words joined by underscores, naming the situation.
 - type: one of {", ".join(CATEGORIES)}.
-Do not reuse the example's situation, title or wording.
 
-Now write the scenario for this new situation: "{seed}"."""
-    return [ChatMessage(role="system", content=_SYSTEM), ChatMessage(role="user", content=request)]
+Situation: "{example.codename.replace("_", " ")}"."""
+    return [
+        ChatMessage(role="system", content=_SYSTEM),
+        ChatMessage(role="user", content=rules),
+        ChatMessage(role="assistant", content=example_json(example)),
+        ChatMessage(role="user", content=f'A new scenario, not like the last one. Situation: "{seed}"'),
+    ]
 
 
 # -- checking an answer ----------------------------------------------------------------------
@@ -177,6 +184,12 @@ def slugify_codename(text: str) -> str:
 
 def parse_answer(text: str) -> Scenario:
     """A new Scenario from a model answer, or ValueError saying what is wrong with it."""
+    return _parse(text)[0]
+
+
+def _parse(text: str) -> tuple[Scenario, list[str]]:
+    """The scenario in an answer and a note for each repair made to it."""
+    notes: list[str] = []
     try:
         data = json.loads(text, strict=False)
     except json.JSONDecodeError as error:
@@ -194,7 +207,10 @@ def parse_answer(text: str) -> Scenario:
         record["codename"] = slugify_codename(record["codename"])
     goals = record.get("agent_goals")
     if isinstance(goals, list):
-        record["agent_goals"] = [g.strip() if isinstance(g, str) else g for g in goals]
+        repaired = [repair_hint_tags(g.strip()) if isinstance(g, str) else g for g in goals]
+        if any(isinstance(g, str) and g.strip() != r for g, r in zip(goals, repaired)):
+            notes.append("hint tags repaired")
+        record["agent_goals"] = repaired
     if isinstance(record.get("scenario"), str):
         record["scenario"] = record["scenario"].strip()
     record.update(id=new_id(), source=GENERATED_SOURCE)
@@ -205,7 +221,35 @@ def parse_answer(text: str) -> Scenario:
     problem = _prose_problem(scenario)
     if problem:
         raise ValueError(problem)
-    return scenario
+    return scenario, notes
+
+
+def repair_hint_tags(goal: str) -> str:
+    """Balance hint tags the way a writer meant them: a closing tag with no opening is dropped,
+    a tag left open is closed at the end, and an empty tag pair is removed."""
+    pieces: list[str] = []
+    open_tags: list[str] = []
+    position = 0
+    for match in _HINT_TAG_PARTS.finditer(goal):
+        pieces.append(goal[position : match.start()])
+        position = match.end()
+        closing, tag = match.group(1) == "/", match.group(2)
+        if not closing:
+            open_tags.append(tag)
+            pieces.append(f"<{tag}>")
+        elif tag in open_tags:
+            while open_tags:  # close anything opened inside it, then the tag itself
+                inner = open_tags.pop()
+                pieces.append(f"</{inner}>")
+                if inner == tag:
+                    break
+    pieces.append(goal[position:])
+    pieces += [f"</{tag}>" for tag in reversed(open_tags)]
+    repaired = "".join(pieces)
+    previous = None
+    while previous != repaired:
+        previous, repaired = repaired, _EMPTY_HINT.sub("", repaired)
+    return repaired.strip()
 
 
 def _answer_names(message: str) -> str:
@@ -216,6 +260,8 @@ def _answer_names(message: str) -> str:
 
 
 _HINT_TAGS = re.compile(r"</?(extra_info|strategy_hint|clarification_hint)>")
+_HINT_TAG_PARTS = re.compile(r"<(/?)(extra_info|strategy_hint|clarification_hint)>")
+_EMPTY_HINT = re.compile(r"<(extra_info|strategy_hint|clarification_hint)>\s*</\1>")
 _PLAIN_WORD = re.compile(r"^[(\"'\u2018\u201c]*[A-Za-z][A-Za-z'\u2019-]*[.,;:!?)\"'\u2019\u201d]*$")
 
 
@@ -256,8 +302,8 @@ def _repeats(first: list[str], second: list[str]) -> bool:
 
 
 def find_duplicate(candidate: Scenario, existing: list[Scenario]) -> str | None:
-    """Why `candidate` repeats an existing scenario (same or near-same codename, scenario text
-    or goals), or None."""
+    """Why `candidate` repeats an existing scenario (same or near-same codename or scenario
+    text, or both goals), or None."""
     text = _words(candidate.scenario)
     goals = [_words(goal) for goal in candidate.agent_goals]
     for other in existing:
@@ -268,9 +314,8 @@ def find_duplicate(candidate: Scenario, existing: list[Scenario]) -> str | None:
         if _repeats(text, _words(other.scenario)):
             return f"scenario text repeats {label}"
         other_goals = [_words(goal) for goal in other.agent_goals]
-        copied = [goal for goal in goals if any(_repeats(goal, theirs) for theirs in other_goals)]
-        if copied:
-            return f"{len(copied)} goal(s) repeat the goals of {label}"
+        if all(any(_repeats(goal, theirs) for theirs in other_goals) for goal in goals):
+            return f"both goals repeat the goals of {label}"
     return None
 
 
@@ -434,25 +479,24 @@ def _from_seed(run: _Run, seed: str) -> GeneratedScenario | None:
 def _accept(text: str, seed: str, existing: list[Scenario], names: re.Pattern | None) -> tuple[Scenario, str]:
     """The scenario in an answer, checked against the store; ValueError says why not."""
     try:
-        scenario = parse_answer(text)
+        scenario, notes = _parse(text)
     except ValueError as error:
         raise ValueError(f"invalid: {error}") from None
     for field_text in [scenario.scenario, *scenario.agent_goals]:
         match = names.search(field_text) if names else None
         if match:
             raise ValueError(f"invalid: names the character {match.group(0)!r}")
-    note = ""
     # A small model often copies the example's title over a new situation. The title is only a
     # label, so a taken one is replaced by one made from the seed; copied text is still rejected.
     taken = {other.codename for other in existing if other.codename}
     if any(_same_codename(scenario.codename, other) for other in taken):
         codename = _codename_from_seed(seed, taken)
-        note = f"title {scenario.codename!r} was taken; named {codename!r} after the seed"
+        notes.append(f"title {scenario.codename!r} was taken; named {codename!r} after the seed")
         scenario = scenario.model_copy(update={"codename": codename})
     duplicate = find_duplicate(scenario, existing)
     if duplicate:
         raise ValueError(f"duplicate: {duplicate}")
-    return scenario, note
+    return scenario, "; ".join(notes)
 
 
 def _same_codename(first: str, second: str) -> bool:

@@ -85,7 +85,7 @@ def test_failed_answers_store_nothing_and_leave_seeds_unused(store, library):
     outputs = [
         answer(goals=("Only one goal, which is not enough for a scenario.",)),
         answer(context="He wants the last bed of the allotment for his vegetables and nobody else's plans matter."),
-        answer(goals=("Plant vegetables. <extra_info>You need them", "Plant flowers in the free bed this spring, please.")),
+        answer(goals=("Plant flowers in the free bed this spring, please.", "Plant flowers in the free bed this spring, please!")),
         answer(goals=("You want the bed: drei_agenda2018.com x_1 y_2 z_3 w_4 v_5 u_6 q_7 and more words here", "Plant flowers in the free bed this spring, please.")),
     ]
     ensure_library(store)
@@ -97,7 +97,7 @@ def test_failed_answers_store_nothing_and_leave_seeds_unused(store, library):
     problems = [a.problem for a in report.attempts]
     assert problems[0].startswith("invalid: goals: List should have at least 2 items")
     assert "must be gender-neutral; found 'He'" in problems[1]
-    assert "<extra_info> is never closed" in problems[2]
+    assert "the two goals are identical" in problems[2]
     assert "does not read as sentences" in problems[3]
     assert len({a.seed for a in report.attempts}) == 2  # moved on to a second seed
     assert len(store.scenarios()) == before
@@ -122,6 +122,17 @@ def test_seeds_are_never_reused(store, library):
     assert used_seeds(store)[seeds[1]]["scenario_id"] == second.generated[0].scenario.id
     assert len(unused_seeds(store, library)) == len(library.seed_prompts) - 2
     check_stored(store, second.generated[0])
+
+
+def test_broken_hint_tags_are_repaired_not_fatal(store, library):
+    goals = ("Plant vegetables in the bed. <extra_info>You need them for a stall", "Plant flowers </strategy_hint> in the free bed this spring.")
+    report = generate_scenarios(store, ReplayBackend([answer(goals=goals)]), 1, library=library, rng=random.Random(8))
+    scenario = report.generated[0].scenario
+    assert scenario.agent_goals == [
+        "Plant vegetables in the bed. <extra_info>You need them for a stall</extra_info>",
+        "Plant flowers  in the free bed this spring.",
+    ]
+    assert report.attempts[0].note == "hint tags repaired"
 
 
 def test_a_level_nobody_can_play_is_rejected(store, library):
@@ -191,16 +202,21 @@ def test_cli_generate_reports_a_shortfall(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_embedded_model_generates_valid_scenarios(store, library):
+def test_embedded_model_generates_valid_scenarios_from_unused_seeds(store, library):
+    earlier = generate_scenarios(store, ReplayBackend([answer()]), 1, library=library, rng=random.Random(11))
+    taken = set(used_seeds(store))
     backend = create_backend("embedded", seed=11)
     try:
+        # the same random choices would start from the seed the replay run just used
         report = generate_scenarios(store, backend, 2, library=library, rng=random.Random(11))
     finally:
         backend.close()
     assert report.complete, [a.problem for a in report.attempts]
-    seeds = [g.seed for g in report.generated]
-    assert len(set(seeds)) == 2 and set(seeds) <= set(library.seed_prompts)
-    assert set(used_seeds(store)) == set(seeds)
+    seeds = [generated.seed for generated in report.generated]
+    assert len(set(seeds)) == 2 and not taken & set(seeds) and set(seeds) <= set(library.seed_prompts)
+    assert set(used_seeds(store)) == taken | set(seeds)
     for generated in report.generated:
-        check_stored(store, generated)
         assert generated.model == "embedded"
+        check_stored(store, generated)
+    assert len(store.scenarios()) == len(library.scenarios) + 1 + 2
+    assert earlier.generated[0].scenario.id not in {g.scenario.id for g in report.generated}
