@@ -79,6 +79,8 @@ class EpisodeScreen(Screen):
         self._error = ""
         self._streamed: tuple[int, str] | None = None  # (turn index, argument) not yet drawn
         self._busy: set[str] = set()  # the app's set of episodes with a live runner
+        self.person_sides = {side for side in (0, 1) if self.runner.is_human(side)}
+        self._sync_lock = threading.Lock()
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -115,7 +117,7 @@ class EpisodeScreen(Screen):
 
     def side_label(self, side: int) -> str:
         model = self.episode.agent_models[side]
-        if self.runner.is_human(side):
+        if side in self.person_sides:
             player = "YOU" if parse_model_name(model).is_human else f"YOU ({model} on hold)"
         else:
             player = model
@@ -165,7 +167,7 @@ class EpisodeScreen(Screen):
     def _show_takeover(self, side: int | None = None) -> None:
         """Show the panel for `side` (or for whichever side a person plays), or hide it."""
         panel = self.query_one(TakeoverPanel)
-        humans = [s for s in (0, 1) if self.runner.is_human(s)]
+        humans = sorted(self.person_sides)
         if side is None or side not in humans:
             side = humans[0] if humans else None
             if self._current is not None and self._current[1] in humans:
@@ -313,13 +315,14 @@ class EpisodeScreen(Screen):
         if self.finished:
             self.notify("The episode is over; there is nothing left to play.")
             return
-        self._control(self.runner.take_over, side, self._taken_over)
-
-    def _taken_over(self, side: int) -> None:
+        # The screen changes at once (so the next keys go to the text box); the runner is told
+        # off the UI thread, since it may hold its lock while it loads a model.
+        self.person_sides.add(side)
         self._refresh_header()
         self._show_takeover(side)
         self.query_one("#argument", Input).focus()
         self.notify(f"You play {self.names[side]} now. ^b hands it back to its model.", timeout=4)
+        self._sync_runner()
 
     def action_hand_back(self) -> None:
         panel = self.query_one(TakeoverPanel)
@@ -327,24 +330,28 @@ class EpisodeScreen(Screen):
         if side is None:
             self.notify("No side is played by you.")
             return
-        self._control(self.runner.hand_back, side, self._handed_back)
-
-    def _handed_back(self, side: int) -> None:
-        self.notify(f"{self.names[side]} is played by {self.episode.agent_models[side]} again.", timeout=4)
+        model = self.episode.agent_models[side]
+        if parse_model_name(model).is_human:
+            self.notify(f"{self.names[side]} has no model to hand back to: you play it in this episode.")
+            return
+        self.person_sides.discard(side)
+        self.query_one(Transcript).focus()
         self._refresh_header()
         self._show_takeover()
-        self.query_one(Transcript).focus()
+        self.notify(f"{self.names[side]} is played by {model} again.", timeout=4)
+        self._sync_runner()
 
     @work(thread=True, exit_on_error=False, group="control", description="switching who plays a side")
-    def _control(self, change: Callable[[int], object], side: int, then: Callable[[int], None]) -> None:
-        """Take over or hand back off the UI thread: the runner may hold its lock for as long
-        as it takes to load a model, and the keyboard must not wait for that."""
-        try:
-            change(side)
-        except EpisodeError as error:
-            self.app.call_from_thread(self.notify, str(error), severity="warning")
-            return
-        self.app.call_from_thread(then, side)
+    def _sync_runner(self) -> None:
+        """Make the runner match `person_sides`. Each call applies the latest wish, so quick
+        takeovers and hand-backs cannot be applied out of order."""
+        with self._sync_lock:
+            for side in (0, 1):
+                wanted = side in self.person_sides
+                if wanted and not self.runner.is_human(side):
+                    self.runner.take_over(side)
+                elif not wanted and self.runner.is_human(side):
+                    self.runner.hand_back(side)
 
     def action_reasoning(self) -> None:
         evaluation = self.query_one(ScorePanel).evaluation
