@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import paths
 from .episode import utc_now
-from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, valid_pairs
+from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
 from .sotopia_io import FieldProblem, check_hint_tags
 from .store import Store
 
@@ -634,8 +634,7 @@ def load_library(path: Path | str | None = None, *, min_pairs: int = MIN_PAIRS) 
     root = Path(path) if path else paths.library_dir()
     reader = _Reader(root)
     if not root.is_dir():
-        reader.add(root, "library folder is missing")
-        raise LibraryError(reader.problems)
+        raise LibraryError([Problem(file=str(root), message="library folder is missing")])
     digest = library_digest(root)
     characters = _load_characters(reader, root)
     character_ids = {c.id for c in characters}
@@ -653,6 +652,84 @@ def load_library(path: Path | str | None = None, *, min_pairs: int = MIN_PAIRS) 
     if reader.problems:
         raise LibraryError(reader.problems)
     return library
+
+
+# -- authoring: single records into the store and the library -----------------------------
+
+AUTHORED_SOURCE = "sotopia-pi authored"
+
+
+class RecordError(ValueError):
+    """A record did not validate; `errors` holds one FieldError per problem."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors
+        super().__init__("; ".join(str(error) for error in errors))
+
+
+def save_authored_scenario(store: Store, data: dict) -> tuple[Scenario, list[Pairing]]:
+    """Validate a scenario written by a person, store it, and give it pairings if it has none.
+
+    Without an `id` the scenario gets a fresh one (so a codename shared with a library
+    scenario never overwrites it). Raises RecordError, saving nothing, when a field is wrong
+    or no character pair in the store can play it.
+    """
+    record = dict(data)
+    record.setdefault("id", new_id())
+    record.setdefault("source", AUTHORED_SOURCE)
+    scenario, errors = _check_scenario(record)
+    if scenario is None:
+        raise RecordError(errors)
+    characters = {c.id: c for c in store.characters()}
+    relationships = store.relationships()
+    stored = store.pairings(scenario.id)
+    allowed = set(valid_pairs(scenario, characters, relationships))
+    kept = [p for p in stored if tuple(p.agent_ids) in allowed]
+    chosen = [] if kept else choose_pairings(scenario, characters, relationships)
+    if not kept and not chosen:
+        level = RelationshipLevel(scenario.relationship).name
+        raise RecordError([FieldError(field="relationship", message=f"no character pair in the store has a {level} relationship that fits the constraints")])
+    store.save_scenario(scenario)
+    for pairing in stored:
+        if pairing not in kept:
+            with store.transaction() as conn:
+                conn.execute("DELETE FROM pairings WHERE id=?", (pairing.id,))
+    new = [Pairing(id=_pairing_id(scenario.id, pair), scenario_id=scenario.id, agent_ids=list(pair)) for pair in chosen]
+    for pairing in new:
+        store.save_pairing(pairing)
+    return scenario, kept + new
+
+
+def save_authored_character(store: Store, data: dict) -> Character:
+    """Validate a character written by a person and store it; RecordError lists what is wrong.
+
+    Without an `id` one is made from the name ("first-last", with a number if taken).
+    """
+    record = dict(data)
+    if not record.get("id"):
+        base = "-".join(re.findall(r"[a-z0-9]+", f"{record.get('first_name', '')} {record.get('last_name', '')}".lower()))
+        taken = {c.id for c in store.characters()}
+        record["id"], suffix = base or new_id().lower(), 2
+        while record["id"] in taken:
+            record["id"], suffix = f"{base}-{suffix}", suffix + 1
+    character, errors = _check_character(record)
+    if character is None:
+        raise RecordError(errors)
+    store.save_character(character)
+    return character
+
+
+def write_scenario_file(scenario: Scenario, root: Path | str | None = None, *, overwrite: bool = False) -> Path:
+    """Export a scenario into the library as scenarios/<codename>.toml and return the path."""
+    errors = _check_scenario(scenario_to_dict(scenario))[1]
+    if errors:
+        raise RecordError(errors)
+    path = (Path(root) if root else paths.library_dir()) / SCENARIOS_DIR / f"{scenario.codename}.toml"
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(scenario_to_toml(scenario), encoding="utf-8")
+    return path
 
 
 # -- installing into a store ---------------------------------------------------------------

@@ -17,15 +17,19 @@ from sotopia_pi.library import (
     CATEGORIES,
     LIBRARY_SOURCE,
     LibraryError,
+    RecordError,
     character_to_toml,
     ensure_library,
     install_library,
     load_library,
     relationship_to_toml,
+    save_authored_character,
+    save_authored_scenario,
     scenario_from_dict,
     scenario_to_toml,
     validate_character,
     validate_scenario,
+    write_scenario_file,
 )
 from sotopia_pi.profiles import Character, Relationship, RelationshipLevel, valid_pairs
 from sotopia_pi.store import Store
@@ -245,6 +249,53 @@ def test_an_exported_scenario_loads_as_part_of_the_library(library_copy, library
     )
     (library_copy / "scenarios" / "used_tandem.toml").write_text(scenario_to_toml(scenario), encoding="utf-8")
     assert load_library(library_copy).scenario("used_tandem") == scenario
+
+
+# -- authoring -----------------------------------------------------------------------------
+
+
+LADDER = {
+    "codename": "used_cargo_bike",  # shared with a library scenario on purpose
+    "category": "cooperation",
+    "relationship": "friend",
+    "scenario": "Two friends share one long ladder and both need it on the same Saturday morning.",
+    "agent_goals": ["Use the ladder first to clear your gutters before the rain.", "Paint your window frames while it is dry."],
+}
+
+
+def test_authored_scenario_is_stored_with_pairings_and_never_overwrites(store, library_copy):
+    ensure_library(store)
+    scenario, pairings = save_authored_scenario(store, LADDER)
+    assert scenario.id != "used_cargo_bike" and store.scenario("used_cargo_bike").category == "negotiation"
+    assert len(pairings) == 5 and {p.id for p in store.pairings(scenario.id)} == {p.id for p in pairings}
+    assert all(RelationshipLevel.friend in _levels(store, p.agent_ids) for p in pairings)
+    path = write_scenario_file(scenario.model_copy(update={"codename": "shared_ladder"}), library_copy)
+    assert path == library_copy / "scenarios" / "shared_ladder.toml"
+    assert load_library(library_copy).scenario(scenario.id).scenario == LADDER["scenario"]
+    with pytest.raises(FileExistsError):
+        write_scenario_file(scenario.model_copy(update={"codename": "shared_ladder"}), library_copy)
+
+
+def test_authored_records_with_errors_save_nothing(store):
+    ensure_library(store)
+    before = store.counts()
+    with pytest.raises(RecordError) as caught:
+        save_authored_scenario(store, dict(LADDER, agent_goals=["Just one goal for both of them."]))
+    assert [e.field for e in caught.value.errors] == ["agent_goals"]
+    with pytest.raises(RecordError) as caught:
+        save_authored_character(store, {"first_name": "Ada", "last_name": "Quill", "age": 90})
+    fields = {e.field for e in caught.value.errors}
+    assert {"age", "secret", "occupation"} <= fields
+    assert store.counts() == before
+
+
+def test_authored_character_gets_a_readable_id(store, library):
+    data = library.character_map["mara-okafor"].model_dump()
+    data.pop("id")
+    character = save_authored_character(store, data)
+    assert character.id == "mara-okafor"
+    again = save_authored_character(store, data)
+    assert again.id == "mara-okafor-2"
 
 
 # -- installing into the store -------------------------------------------------------------

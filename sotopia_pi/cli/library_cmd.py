@@ -24,7 +24,7 @@ from ..library import (
     scenario_to_toml,
 )
 from ..store import NotFound, Store
-from .app import app, emit_json, fail, progress
+from .app import app, emit_json, fail, open_store, progress
 
 library_app = typer.Typer(help="The built-in scenario library (scenarios/).", no_args_is_help=True)
 app.add_typer(library_app, name="library")
@@ -101,7 +101,7 @@ def export(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print a stored scenario or character in the library's TOML format."""
-    with Store() as store:
+    with open_store() as store:
         try:
             text = scenario_to_toml(store.scenario(record))
         except NotFound:
