@@ -172,6 +172,8 @@ class EpisodeScreen(Screen):
             side = humans[0] if humans else None
             if self._current is not None and self._current[1] in humans:
                 side = self._current[1]
+        if self._current is not None and self._current[2] and self._current[1] in humans:
+            side = self._current[1]  # a move the person owes comes first
         panel.display = side is not None and not self.finished
         if side is None or self.finished:
             return
