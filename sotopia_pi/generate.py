@@ -35,6 +35,7 @@ from .library import (
 )
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id
 from .store import Store
+from .visibility import HINT_TAGS
 
 GENERATED_SOURCE = "sotopia-pi generated"
 DEFAULT_TEMPERATURE = 0.5  # SOTOPIA-pi's setting
@@ -69,7 +70,7 @@ ProgressCallback = Callable[[str], None]
 
 
 class GenerationError(RuntimeError):
-    """Generation could not start (no unused seeds, no example scenario)."""
+    """Generation cannot run (a count below 1, or no scenario in the store to show as an example)."""
 
 
 class Attempt(BaseModel):
@@ -259,9 +260,10 @@ def _answer_names(message: str) -> str:
     return message
 
 
-_HINT_TAGS = re.compile(r"</?(extra_info|strategy_hint|clarification_hint)>")
-_HINT_TAG_PARTS = re.compile(r"<(/?)(extra_info|strategy_hint|clarification_hint)>")
-_EMPTY_HINT = re.compile(r"<(extra_info|strategy_hint|clarification_hint)>\s*</\1>")
+_TAG_NAMES = "|".join(HINT_TAGS)
+_HINT_TAGS = re.compile(rf"</?({_TAG_NAMES})>")
+_HINT_TAG_PARTS = re.compile(rf"<(/?)({_TAG_NAMES})>")
+_EMPTY_HINT = re.compile(rf"<({_TAG_NAMES})>\s*</\1>")
 _PLAIN_WORD = re.compile(r"^[(\"'\u2018\u201c]*[A-Za-z][A-Za-z'\u2019-]*[.,;:!?)\"'\u2019\u201d]*$")
 
 

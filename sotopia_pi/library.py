@@ -33,6 +33,7 @@ from .episode import utc_now
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
 from .sotopia_io import FieldProblem, check_hint_tags
 from .store import Store
+from .visibility import HINT_TAGS
 
 LIBRARY_SOURCE = "sotopia-pi library"
 CATEGORIES = (
@@ -77,7 +78,7 @@ _REQUIRED_CHARACTER_LISTS = ("moral_values", "schwartz_personal_values")
 _CHARACTER_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _CODENAME = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 _GENDERED = re.compile(r"\b(he|she|him|her|his|hers|himself|herself)\b", re.IGNORECASE)
-_HINT_TAG_TEXT = re.compile(r"</?(extra_info|strategy_hint|clarification_hint)>")
+_HINT_TAG_TEXT = re.compile(r"</?(" + "|".join(HINT_TAGS) + r")>")
 
 
 class FieldError(BaseModel):
