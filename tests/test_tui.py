@@ -251,10 +251,12 @@ async def test_resume_an_unfinished_episode_from_the_inspector(store: Store, tmp
         await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
         episode_id = app.screen.episode.id
         await wait_until(pilot, held.generating.is_set)
-        await pilot.press("escape")  # leave mid-turn: the episode pauses, the turn in progress is dropped
-        held.release.set()
+        await pilot.press("escape")  # leave mid-turn: the episode pauses at once
         await wait_until(pilot, lambda: store.episode(episode_id).status == EpisodeStatus.paused)
-        assert len(store.turns(episode_id)) == 2  # the held turn finished before the pause took hold
+        assert held.cancelled == 1  # the turn in progress was dropped; it is played on resume
+        assert len(store.turns(episode_id)) == 1
+        await wait_until(pilot, lambda: episode_id not in app.busy_episodes, what="the models to be freed")
+        held.release.set()
 
         await pilot.press("f3")
         await pilot.press("ctrl+r")
@@ -462,3 +464,21 @@ async def test_an_episode_open_in_one_place_cannot_be_resumed_in_another(store: 
         assert isinstance(app.screen, InspectorScreen)  # refused: a second runner would clash
         assert episode_id in app.busy_episodes
         held.release.set()
+
+
+async def test_quitting_pauses_a_running_episode_first(store: Store, tmp_path):
+    seed_store(store)
+    settings = replay_settings(tmp_path, side1=[action("speak", "Hi.")], side2=[], judge=[], live_eval=False)
+    held = HeldBackend([action("speak", "Hello.")])
+    app = SotopiaApp(store, settings, backend_factory=factory_with({settings.agent2_model: held}), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.selected is not None)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        episode_id = app.screen.episode.id
+        await wait_until(pilot, held.generating.is_set)
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: app.return_code is not None, what="the app to quit once the model call returned")
+    assert held.cancelled == 1  # the turn in progress was abandoned, not waited for
+    assert store.episode(episode_id).status == EpisodeStatus.paused
+    assert [t.argument for t in store.turns(episode_id)] == ["Hi."]

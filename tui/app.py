@@ -80,7 +80,8 @@ class SotopiaApp(App):
         self.startup_errors = list(startup_errors or [])
         # Episodes with a live runner (on any screen stack, or still finishing a turn after
         # their screen closed): a second runner on the same episode would fight over turns.
-        self.busy_episodes: set[str] = set()
+        self.busy_episodes: dict[str, EpisodeScreen] = {}
+        self._quitting = False
         if load_library:
             error = ensure_builtin_library(store)
             if error:
@@ -132,6 +133,28 @@ class SotopiaApp(App):
             self.notify(f"This episode is {episode.status.value}; only unfinished ones resume.")
             return
         self.open_episode(episode_id)
+
+    def action_quit(self) -> None:
+        """Quit; with a runner at work, pause it now and quit once its model call returns
+        (a model or judge call cannot be interrupted, and the process would wait for it
+        anyway, with the screen gone). A second ^q quits without waiting on screen."""
+        if self._quitting or not any(screen.playing for screen in self.busy_episodes.values()):
+            self.exit()
+            return
+        self._quitting = True
+        for screen in list(self.busy_episodes.values()):
+            screen.pause_now()
+        self.notify(
+            "Pausing the episode; quitting as soon as the model call in progress returns "
+            "(the judge's official score can take a while). ^q again closes the screen now.",
+            title="Quitting",
+            timeout=60,
+        )
+        self.set_interval(0.2, self._quit_when_idle)
+
+    def _quit_when_idle(self) -> None:
+        if not any(screen.playing for screen in self.busy_episodes.values()):
+            self.exit()
 
     def apply_settings(self, settings: Settings) -> None:
         """Use new settings from now on (screens read them when they are shown again)."""

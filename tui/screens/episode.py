@@ -73,12 +73,15 @@ class EpisodeScreen(Screen):
         self.dimensions = load_dimension_set(self.episode.settings.get("dimension_set", "sotopia"))
         self.names = self.runner.names
         self._worker: Worker | None = None
+        self._runner_busy = threading.Event()
+        self._release_lock = threading.Lock()
+        self._released = False
         self._pausing = False
         self._leaving = False
         self._current: tuple[int, int, bool] | None = None  # (turn index, side, by a person)
         self._error = ""
         self._streamed: tuple[int, str] | None = None  # (turn index, argument) not yet drawn
-        self._busy: set[str] = set()  # the app's set of episodes with a live runner
+        self._busy: dict[str, EpisodeScreen] = {}  # the app's episodes with a live runner
         self.person_sides = {side for side in (0, 1) if self.runner.is_human(side)}
         self._sync_lock = threading.Lock()
 
@@ -96,7 +99,7 @@ class EpisodeScreen(Screen):
 
     def on_mount(self) -> None:
         self._busy = self.app.busy_episodes  # type: ignore[attr-defined]
-        self._busy.add(self.episode.id)
+        self._busy[self.episode.id] = self
         self.query_one(Transcript).load(self.runner.turns)
         self._refresh_scores()
         self._show_takeover()
@@ -113,7 +116,9 @@ class EpisodeScreen(Screen):
 
     @property
     def playing(self) -> bool:
-        return self._worker is not None and self._worker.state in ACTIVE
+        """Whether the runner's thread is at work. (Not the worker's state: Textual marks a
+        worker cancelled when its screen closes, while the thread plays on to the turn's end.)"""
+        return self._runner_busy.is_set()
 
     def side_label(self, side: int) -> str:
         model = self.episode.agent_models[side]
@@ -193,6 +198,7 @@ class EpisodeScreen(Screen):
             return
         self._error = ""
         self._pausing = False
+        self._runner_busy.set()
         self._worker = self._play(step)
         self._refresh_header()
 
@@ -204,6 +210,7 @@ class EpisodeScreen(Screen):
             else:
                 self.runner.run()
         finally:
+            self._runner_busy.clear()
             if self._leaving:  # the screen is gone and will not hear that the worker ended
                 self._release()
 
@@ -374,15 +381,35 @@ class EpisodeScreen(Screen):
     def on_unmount(self) -> None:
         self._leaving = True
         if self.playing:
-            self.runner.pause()  # the worker closes the runner when the turn in progress ends
+            self.pause_now()  # the worker closes the runner when it returns
         else:
             # Freeing the models waits for any call still using them (a live judge): never on
             # the UI thread.
             threading.Thread(target=self._release, name="close-episode").start()
 
+    def pause_now(self) -> None:
+        """Pause at once rather than after the turn in progress (off the UI thread, since the
+        runner may hold its lock)."""
+        self._pausing = True
+        threading.Thread(target=self._interrupt, name="pause-episode").start()
+
+    def _interrupt(self) -> None:
+        """Pause and abandon the model's turn in progress (it is played again on resume).
+        The runner has no call for that alone; a takeover of the side that is generating
+        cancels its turn, and with the pause set the runner stops there. The takeover lives
+        only in this runner, which is about to close: the stored episode is unchanged."""
+        self.runner.pause()
+        current = self._current
+        if current is not None and not current[2]:
+            self.runner.take_over(current[1])
+
     def _release(self) -> None:
-        """Free the models, then let the episode be opened again (any thread)."""
+        """Free the models, then let the episode be opened again (any thread, once)."""
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
         try:
             self.runner.close()
         finally:
-            self._busy.discard(self.episode.id)
+            self._busy.pop(self.episode.id, None)
