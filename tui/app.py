@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib
 import importlib.util
+import sys
 from collections.abc import Callable
 
 from textual.app import App
@@ -42,6 +43,9 @@ def ensure_builtin_library(store: Store) -> str | None:
     except Exception as error:  # shown to the user; the app still opens on what the store holds
         return f"The built-in scenario library could not be loaded: {error}"
     return None
+
+
+GIL_SWITCH_SECONDS = 0.001
 
 
 class SotopiaApp(App):
@@ -91,6 +95,9 @@ class SotopiaApp(App):
         # Everything built at startup lives as long as the app: keep it out of the cyclic
         # garbage collector so that full collections (which stop every thread) stay short.
         self.call_after_refresh(gc.freeze)
+        # Model threads run long stretches of Python (loading, grammar building, sampling); a
+        # shorter GIL switch interval keeps them from starving the screen (the convoy effect).
+        sys.setswitchinterval(GIL_SWITCH_SECONDS)
         for error in self.startup_errors:
             self.notify(error, title="Problem at startup", severity="error", timeout=20)
 
