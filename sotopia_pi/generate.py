@@ -35,7 +35,7 @@ from .library import (
 )
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id
 from .store import Store
-from .visibility import HINT_TAGS
+from .visibility import HINT_TAG_MARKUP, HINT_TAGS
 
 GENERATED_SOURCE = "sotopia-pi generated"
 DEFAULT_TEMPERATURE = 0.5  # SOTOPIA-pi's setting
@@ -231,7 +231,7 @@ def repair_hint_tags(goal: str) -> str:
     pieces: list[str] = []
     open_tags: list[str] = []
     position = 0
-    for match in _HINT_TAG_PARTS.finditer(goal):
+    for match in HINT_TAG_MARKUP.finditer(goal):
         pieces.append(goal[position : match.start()])
         position = match.end()
         closing, tag = match.group(1) == "/", match.group(2)
@@ -261,8 +261,6 @@ def _answer_names(message: str) -> str:
 
 
 _TAG_NAMES = "|".join(HINT_TAGS)
-_HINT_TAGS = re.compile(rf"</?({_TAG_NAMES})>")
-_HINT_TAG_PARTS = re.compile(rf"<(/?)({_TAG_NAMES})>")
 _EMPTY_HINT = re.compile(rf"<({_TAG_NAMES})>\s*</\1>")
 _PLAIN_WORD = re.compile(r"^[(\"'\u2018\u201c]*[A-Za-z][A-Za-z'\u2019-]*[.,;:!?)\"'\u2019\u201d]*$")
 
@@ -273,7 +271,7 @@ def _prose_problem(scenario: Scenario) -> str | None:
         (f"goals.{index}", goal, MIN_GOAL_WORDS) for index, goal in enumerate(scenario.agent_goals)
     ]
     for name, text, min_words in texts:
-        tokens = _HINT_TAGS.sub(" ", text).split()
+        tokens = HINT_TAG_MARKUP.sub(" ", text).split()
         words = [token for token in tokens if _PLAIN_WORD.match(token)]
         if len(words) < min_words:
             return f"{name}: needs at least {min_words} words (got {len(words)})"
@@ -283,7 +281,7 @@ def _prose_problem(scenario: Scenario) -> str | None:
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", _HINT_TAGS.sub(" ", text).lower())
+    return re.findall(r"[a-z0-9]+", HINT_TAG_MARKUP.sub(" ", text).lower())
 
 
 def _likeness(first: list[str], second: list[str]) -> tuple[float, float]:

@@ -33,7 +33,7 @@ from .episode import utc_now
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
 from .sotopia_io import FieldProblem, check_hint_tags
 from .store import Store
-from .visibility import HINT_TAGS
+from .visibility import HINT_TAG_MARKUP
 
 LIBRARY_SOURCE = "sotopia-pi library"
 CATEGORIES = (
@@ -78,7 +78,6 @@ _REQUIRED_CHARACTER_LISTS = ("moral_values", "schwartz_personal_values")
 _CHARACTER_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _CODENAME = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 _GENDERED = re.compile(r"\b(he|she|him|her|his|hers|himself|herself)\b", re.IGNORECASE)
-_HINT_TAG_TEXT = re.compile(r"</?(" + "|".join(HINT_TAGS) + r")>")
 
 
 class FieldError(BaseModel):
@@ -222,14 +221,14 @@ def _scenario_style_errors(scenario: Scenario) -> list[FieldError]:
         (f"agent_goals.{index}", goal) for index, goal in enumerate(scenario.agent_goals)
     ]
     for name, text in texts:
-        match = _GENDERED.search(_HINT_TAG_TEXT.sub(" ", text))
+        match = _GENDERED.search(HINT_TAG_MARKUP.sub(" ", text))
         if match:
             errors.append(
                 FieldError(field=name, message=f"must be gender-neutral; found {match.group(0)!r} (say 'they' or 'the other person')")
             )
     for index, goal in enumerate(scenario.agent_goals):
         name = f"agent_goals.{index}"
-        if len(_HINT_TAG_TEXT.sub("", goal).strip()) < MIN_GOAL_CHARS:
+        if len(HINT_TAG_MARKUP.sub("", goal).strip()) < MIN_GOAL_CHARS:
             errors.append(FieldError(field=name, message=f"is too short to act on (under {MIN_GOAL_CHARS} characters)"))
         try:
             check_hint_tags(goal, name)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
 from .store import Store
-from .visibility import HINT_TAGS
+from .visibility import HINT_TAG_MARKUP
 
 # The 14 scenarios of SOTOPIA-hard, the subset behind SOTOPIA-pi's headline result.
 SOTOPIA_HARD_SCENARIO_IDS: tuple[str, ...] = (
@@ -48,7 +48,6 @@ SOTOPIA_HARD_SCENARIO_IDS: tuple[str, ...] = (
     "01H7VFHN7A1ZX5KSMT2YN9RXC4",
 )
 
-_HINT_TAG = re.compile(r"<(/?)(" + "|".join(HINT_TAGS) + r")>")
 
 # SOTOPIA writes "no constraint" as these words (pandas' NaN leaked into its export as "nan").
 _NO_CONSTRAINT = {"", "none", "nan", "null"}
@@ -232,7 +231,7 @@ def parse_agent_constraint(value: Any) -> list[list[str]] | None:
 def check_hint_tags(goal: str, field: str) -> None:
     """Hint tags must open and close in order (one nesting level occurs in SOTOPIA's data)."""
     open_tags: list[str] = []
-    for match in _HINT_TAG.finditer(goal):
+    for match in HINT_TAG_MARKUP.finditer(goal):
         closing, tag = match.group(1) == "/", match.group(2)
         if not closing:
             open_tags.append(tag)

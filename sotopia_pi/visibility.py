@@ -14,6 +14,8 @@ from .profiles import Character, RelationshipLevel, Scenario
 
 UNKNOWN = "Unknown"
 HINT_TAGS = ("extra_info", "strategy_hint", "clarification_hint")
+# One hint tag as written in goals: group 1 is "/" for a closing tag, group 2 the tag name.
+HINT_TAG_MARKUP = re.compile(r"<(/?)(" + "|".join(HINT_TAGS) + r")>")
 
 _TAG = re.compile(r"</?\s*(" + "|".join(HINT_TAGS) + r")\s*>")
 _TAG_BLOCK = {tag: re.compile(rf"<{tag}>.*?</{tag}>", re.S) for tag in HINT_TAGS}
