@@ -196,9 +196,17 @@ class EpisodeRunner:
         if side in self._humans:
             return self._humans[side]
         with self._lock:
-            if side not in self._models:
-                self._models[side] = self._load(self.episode.agent_models[side], "agent")
-            return self._models[side]
+            if side in self._models:
+                return self._models[side]
+            model = self.episode.agent_models[side]
+        # Loaded outside the lock: take_over/hand_back must not wait for a model to load.
+        backend = self._load(model, "agent")
+        with self._lock:
+            if side in self._models or self.episode.agent_models[side] != model:
+                backend.close()  # swapped meanwhile (set_model); keep what is there now
+                return self._models.get(side) or self._agent_backend(side)
+            self._models[side] = backend
+            return backend
 
     def judge(self) -> Judge | None:
         """The judge, loaded on first use; None when the episode has no judge.
