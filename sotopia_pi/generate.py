@@ -27,13 +27,16 @@ from .episode import ChatMessage, utc_now
 from .library import (
     CATEGORIES,
     PAIRINGS_PER_SCENARIO,
+    FieldError,
     Library,
+    RecordError,
     choose_pairings,
     ensure_library,
     load_library,
     scenario_from_dict,
+    validate_scenario,
 )
-from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id
+from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
 from .store import Store
 from .visibility import HINT_TAG_MARKUP, HINT_TAGS
 
@@ -358,11 +361,29 @@ def _claim_seed(store: Store, seed: str, model: str, scenario_id: str) -> bool:
 # -- the loop --------------------------------------------------------------------------------
 
 
+class SeedUsed(GenerationError):
+    """The seed was recorded as used (by another run) before this scenario could claim it."""
+
+
+class Proposal(BaseModel):
+    """What one seed gave: the answers tried and the first that passed, not yet stored.
+
+    `save_proposal` stores it (perhaps edited) and records the seed; dropping it stores
+    nothing and leaves the seed unused.
+    """
+
+    seed: str
+    model: str
+    attempts: list[Attempt] = Field(default_factory=list)
+    scenario: Scenario | None = None  # None when no answer passed
+    example_id: str = ""
+    pairs: list[tuple[str, str]] = Field(default_factory=list)
+
+
 @dataclass
-class _Run:
+class _Context:
     store: Store
     backend: ChatBackend
-    report: GenerationReport
     characters: dict[str, Character]
     relationships: list[Relationship]
     attempts_per_seed: int
@@ -370,6 +391,20 @@ class _Run:
     rng: random.Random
     say: ProgressCallback
     cancel: threading.Event | None
+
+    @classmethod
+    def build(cls, store: Store, backend: ChatBackend, **options) -> _Context:
+        return cls(
+            store=store,
+            backend=backend,
+            characters={c.id: c for c in store.characters()},
+            relationships=store.relationships(),
+            attempts_per_seed=options.get("attempts_per_seed", DEFAULT_ATTEMPTS),
+            temperature=options.get("temperature", DEFAULT_TEMPERATURE),
+            rng=options.get("rng") or random.Random(),
+            say=options.get("on_progress") or (lambda message: None),
+            cancel=options.get("cancel"),
+        )
 
 
 def generate_scenarios(
@@ -400,80 +435,156 @@ def generate_scenarios(
     ensure_library(store, library.root)
     seeds = unused_seeds(store, library)
     rng.shuffle(seeds)
-    run = _Run(
-        store=store,
-        backend=backend,
-        report=GenerationReport(requested=count, model=backend.name),
-        characters={c.id: c for c in store.characters()},
-        relationships=store.relationships(),
+    context = _Context.build(
+        store,
+        backend,
         attempts_per_seed=attempts_per_seed,
         temperature=temperature,
         rng=rng,
-        say=on_progress or (lambda message: None),
+        on_progress=on_progress,
         cancel=cancel,
     )
+    report = GenerationReport(requested=count, model=backend.name)
     for target in range(count):
         for _ in range(seeds_per_scenario):
             if not seeds:
-                run.say("no unused seed prompts are left; add lines to seed_prompts.txt")
-                return run.report
+                context.say("no unused seed prompts are left; add lines to seed_prompts.txt")
+                return report
             seed = seeds.pop()
-            run.say(f"[{target + 1}/{count}] seed: {seed}")
-            generated = _from_seed(run, seed)
-            if generated is not None:
-                run.report.generated.append(generated)
-                break
-    return run.report
+            context.say(f"[{target + 1}/{count}] seed: {seed}")
+            proposal = _propose(context, seed)
+            report.attempts += proposal.attempts
+            if proposal.scenario is None:
+                context.say(f"  no valid answer in {attempts_per_seed} attempts; the seed stays unused")
+                continue
+            try:
+                generated = save_proposal(store, proposal)
+            except SeedUsed:
+                report.attempts[-1] = report.attempts[-1].model_copy(
+                    update={"accepted": False, "problem": "another run used this seed meanwhile"}
+                )
+                continue
+            context.say(f"  stored {generated.scenario.codename} ({generated.scenario.id}) with {len(generated.pairings)} pairing(s)")
+            report.generated.append(generated)
+            break
+    return report
 
 
-def _from_seed(run: _Run, seed: str) -> GeneratedScenario | None:
-    for number in range(1, run.attempts_per_seed + 1):
-        if run.cancel is not None and run.cancel.is_set():
+def propose_scenario(
+    store: Store,
+    backend: ChatBackend,
+    seed: str,
+    *,
+    attempts_per_seed: int = DEFAULT_ATTEMPTS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    rng: random.Random | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Proposal:
+    """Ask the model for a scenario from one seed, up to `attempts_per_seed` answers, and
+    return the first that passes every check, without storing it (a person previews it,
+    perhaps edits it, then saves it with `save_proposal` or drops it)."""
+    if not store.scenarios():
+        raise GenerationError("the store has no scenario to show as an example")
+    context = _Context.build(
+        store,
+        backend,
+        attempts_per_seed=attempts_per_seed,
+        temperature=temperature,
+        rng=rng,
+        on_progress=on_progress,
+        cancel=cancel,
+    )
+    return _propose(context, seed)
+
+
+def _propose(context: _Context, seed: str) -> Proposal:
+    proposal = Proposal(seed=seed, model=context.backend.name)
+    for number in range(1, context.attempts_per_seed + 1):
+        if context.cancel is not None and context.cancel.is_set():
             raise Cancelled("generation cancelled")
-        existing = run.store.scenarios()
+        existing = context.store.scenarios()
         if not existing:
             raise GenerationError("the store has no scenario to show as an example")
-        example = run.rng.choice(existing)
+        example = context.rng.choice(existing)
         # Failures repeat at a fixed temperature (often a copy of the example): vary each retry.
-        heat = min(1.0, run.temperature + 0.1 * (number - 1))
+        heat = min(1.0, context.temperature + 0.1 * (number - 1))
         try:
-            completion = run.backend.complete(
+            completion = context.backend.complete(
                 build_messages(seed, example),
                 schema=generation_schema(),
                 max_tokens=MAX_TOKENS,
                 temperature=heat,
-                cancel=run.cancel,
+                cancel=context.cancel,
             )
         except BackendError as error:
-            _reject(run, seed, number, f"the model did not answer: {error}")
+            _reject(context, proposal, number, f"the model did not answer: {error}")
             continue
         text = completion.text
         try:
-            scenario, note = _accept(text, seed, existing, _character_names(run.characters))
+            scenario, note = _accept(text, seed, existing, _character_names(context.characters))
         except ValueError as error:
-            _reject(run, seed, number, str(error), text)
+            _reject(context, proposal, number, str(error), text)
             continue
-        pairs = choose_pairings(scenario, run.characters, run.relationships, PAIRINGS_PER_SCENARIO, run.rng)
+        pairs = choose_pairings(scenario, context.characters, context.relationships, PAIRINGS_PER_SCENARIO, context.rng)
         if not pairs:
             level = RelationshipLevel(scenario.relationship).name
-            _reject(run, seed, number, f"unplayable: no character pair has a {level} relationship", text)
+            _reject(context, proposal, number, f"unplayable: no character pair has a {level} relationship", text)
             continue
-        if not _claim_seed(run.store, seed, run.backend.name, scenario.id):
-            _reject(run, seed, number, "another run used this seed meanwhile", text)
-            return None
-        pairings = _store(run.store, scenario, pairs)
-        run.report.attempts.append(Attempt(seed=seed, number=number, accepted=True, note=note, text=text))
-        run.say(f"  stored {scenario.codename} ({scenario.id}) with {len(pairings)} pairing(s)")
-        return GeneratedScenario(
-            scenario=scenario,
-            pairings=pairings,
-            seed=seed,
-            model=run.backend.name,
-            example_id=example.id,
-            attempts=number,
-        )
-    run.say(f"  no valid answer in {run.attempts_per_seed} attempts; the seed stays unused")
-    return None
+        proposal.attempts.append(Attempt(seed=seed, number=number, accepted=True, note=note, text=text))
+        proposal.scenario, proposal.example_id, proposal.pairs = scenario, example.id, pairs
+        context.say(f"  attempt {number}/{context.attempts_per_seed} accepted: {scenario.codename}")
+        return proposal
+    return proposal
+
+
+def save_proposal(store: Store, proposal: Proposal, edited: dict | None = None) -> GeneratedScenario:
+    """Store a proposed scenario, or the person's edit of it (a dict in the library's format),
+    with pairings, and record its seed as used.
+
+    An edit is checked like any library scenario and against the store for duplicates; its
+    pairings are chosen afresh when the edit changed who can play it. Raises RecordError,
+    storing nothing, when the edit is wrong, GenerationError when there is nothing to save,
+    and SeedUsed when the seed was used meanwhile.
+    """
+    if proposal.scenario is None:
+        raise GenerationError("no answer passed the checks, so there is nothing to save")
+    scenario, pairs = proposal.scenario, proposal.pairs
+    if edited is not None:
+        scenario, pairs = _checked_edit(store, proposal, edited)
+    if not _claim_seed(store, proposal.seed, proposal.model, scenario.id):
+        raise SeedUsed(f"the seed was used meanwhile: {proposal.seed}")
+    pairings = _store(store, scenario, pairs)
+    return GeneratedScenario(
+        scenario=scenario,
+        pairings=pairings,
+        seed=proposal.seed,
+        model=proposal.model,
+        example_id=proposal.example_id,
+        attempts=len(proposal.attempts),
+    )
+
+
+def _checked_edit(store: Store, proposal: Proposal, edited: dict) -> tuple[Scenario, list[tuple[str, str]]]:
+    record = {**edited, "id": proposal.scenario.id, "source": GENERATED_SOURCE}
+    errors = validate_scenario(record)
+    if errors:
+        raise RecordError(errors)
+    scenario = scenario_from_dict(record)
+    others = [s for s in store.scenarios() if s.id != scenario.id]
+    duplicate = find_duplicate(scenario, others)
+    if duplicate:
+        raise RecordError([FieldError(field=None, message=f"duplicate: {duplicate}")])
+    characters = {c.id: c for c in store.characters()}
+    relationships = store.relationships()
+    allowed = set(valid_pairs(scenario, characters, relationships))
+    pairs = [pair for pair in proposal.pairs if pair in allowed]
+    if not pairs:
+        pairs = choose_pairings(scenario, characters, relationships)
+    if not pairs:
+        level = RelationshipLevel(scenario.relationship).name
+        raise RecordError([FieldError(field="relationship", message=f"no character pair has a {level} relationship that fits the constraints")])
+    return scenario, pairs
 
 
 def _accept(text: str, seed: str, existing: list[Scenario], names: re.Pattern | None) -> tuple[Scenario, str]:
@@ -530,6 +641,6 @@ def _store(store: Store, scenario: Scenario, pairs: list[tuple[str, str]]) -> li
     return pairings
 
 
-def _reject(run: _Run, seed: str, number: int, problem: str, text: str = "") -> None:
-    run.report.attempts.append(Attempt(seed=seed, number=number, accepted=False, problem=problem, text=text))
-    run.say(f"  attempt {number}/{run.attempts_per_seed} rejected: {problem}")
+def _reject(context: _Context, proposal: Proposal, number: int, problem: str, text: str = "") -> None:
+    proposal.attempts.append(Attempt(seed=proposal.seed, number=number, accepted=False, problem=problem, text=text))
+    context.say(f"  attempt {number}/{context.attempts_per_seed} rejected: {problem}")

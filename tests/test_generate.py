@@ -15,14 +15,18 @@ from sotopia_pi.cli import app
 from sotopia_pi.generate import (
     GENERATED_SOURCE,
     find_duplicate,
+    GenerationError,
+    SeedUsed,
     generate_scenarios,
     generation_schema,
     parse_answer,
+    propose_scenario,
+    save_proposal,
     seed_for_scenario,
     unused_seeds,
     used_seeds,
 )
-from sotopia_pi.library import ensure_library, load_library
+from sotopia_pi.library import RecordError, ensure_library, load_library, scenario_to_dict
 from sotopia_pi.profiles import RelationshipLevel, valid_pairs
 
 
@@ -122,6 +126,58 @@ def test_seeds_are_never_reused(store, library):
     assert used_seeds(store)[seeds[1]]["scenario_id"] == second.generated[0].scenario.id
     assert len(unused_seeds(store, library)) == len(library.seed_prompts) - 2
     check_stored(store, second.generated[0])
+
+
+def test_a_proposal_stores_nothing_until_saved_and_a_dropped_one_leaves_its_seed_unused(store, library):
+    ensure_library(store)
+    before = len(store.scenarios())
+    seed = library.seed_prompts[0]
+    proposal = propose_scenario(store, ReplayBackend(['{"context": "cut', answer()]), seed, rng=random.Random(3))
+    assert [a.accepted for a in proposal.attempts] == [False, True]
+    assert proposal.scenario is not None and proposal.scenario.codename == "allotment_last_bed"
+    assert len(proposal.pairs) == 5 and proposal.example_id
+    assert len(store.scenarios()) == before and used_seeds(store) == {}  # a preview only
+    generated = save_proposal(store, proposal)
+    check_stored(store, generated)
+    assert generated.attempts == 2 and generated.seed == seed
+    with pytest.raises(SeedUsed):  # a second save of the same seed is refused
+        save_proposal(store, proposal.model_copy(update={"scenario": proposal.scenario.model_copy(update={"id": "other"})}))
+    assert len(store.scenarios()) == before + 1
+
+
+def test_an_edited_proposal_is_checked_then_stored_with_pairings_that_fit_the_edit(store, library):
+    ensure_library(store)
+    seed = library.seed_prompts[1]
+    proposal = propose_scenario(store, ReplayBackend([answer()]), seed, rng=random.Random(4))
+    edit = scenario_to_dict(proposal.scenario)
+    edit["agent_goals"] = [edit["agent_goals"][0], ""]
+    with pytest.raises(RecordError) as refused:
+        save_proposal(store, proposal, edit)
+    assert [e.field for e in refused.value.errors] == ["agent_goals"]
+    edit["agent_goals"] = library.scenario("used_cargo_bike").agent_goals
+    edit["scenario"] = library.scenario("used_cargo_bike").scenario
+    with pytest.raises(RecordError, match="duplicate: scenario text repeats used_cargo_bike"):
+        save_proposal(store, proposal, edit)
+    assert used_seeds(store) == {}  # refused edits claim nothing
+    edit = scenario_to_dict(proposal.scenario)
+    edit["relationship"] = "family_member"
+    edit["agent_goals"] = [edit["agent_goals"][0], "Plant herbs in the free bed, because a relative asked you to grow them for a family recipe."]
+    generated = save_proposal(store, proposal, edit)
+    check_stored(store, generated)
+    assert generated.scenario.relationship == RelationshipLevel.family_member
+    assert generated.scenario.agent_goals[1].startswith("Plant herbs")
+    assert generated.scenario.id == proposal.scenario.id
+
+
+def test_a_proposal_with_no_passing_answer_cannot_be_saved(store, library):
+    ensure_library(store)
+    proposal = propose_scenario(
+        store, ReplayBackend(["not json", "[]"]), library.seed_prompts[2], attempts_per_seed=2, rng=random.Random(5)
+    )
+    assert proposal.scenario is None and [a.accepted for a in proposal.attempts] == [False, False]
+    with pytest.raises(GenerationError, match="nothing to save"):
+        save_proposal(store, proposal)
+    assert used_seeds(store) == {}
 
 
 def test_broken_hint_tags_are_repaired_not_fatal(store, library):
