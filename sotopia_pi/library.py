@@ -21,6 +21,7 @@ import random
 import re
 import tomllib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -730,6 +731,165 @@ def write_scenario_file(scenario: Scenario, root: Path | str | None = None, *, o
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(scenario_to_toml(scenario), encoding="utf-8")
     return path
+
+
+# -- authoring: relationships, and exporting one character into a library folder ----------
+
+
+def _same_pair(relationship: Relationship, first: str, second: str) -> bool:
+    return {relationship.agent1_id, relationship.agent2_id} == {first, second}
+
+
+def _relationship_errors(store: Store, record: dict) -> list[FieldError]:
+    errors: list[FieldError] = []
+    known = {c.id for c in store.characters()}
+    for name in ("agent1_id", "agent2_id"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            errors.append(FieldError(field=name, message="is required (a character id)"))
+        elif value not in known:
+            errors.append(FieldError(field=name, message=f"no character with id {value!r} in the store"))
+    if record.get("agent1_id") and record.get("agent1_id") == record.get("agent2_id"):
+        errors.append(FieldError(field="agent2_id", message="must be a different character from agent1_id"))
+    if "relationship" not in record:
+        errors.append(FieldError(field="relationship", message="is required (a level name such as 'friend', or 0..5)"))
+    else:
+        try:
+            RelationshipLevel.parse(record["relationship"])
+        except ValueError as error:
+            errors.append(FieldError(field="relationship", message=str(error)))
+    story = record.get("background_story")
+    if not isinstance(story, str) or not story.strip():
+        errors.append(FieldError(field="background_story", message="is required for a library relationship"))
+    return errors
+
+
+def save_authored_relationship(store: Store, data: dict) -> Relationship:
+    """Validate a relationship written by a person and store it; RecordError lists what is wrong.
+
+    Both characters must be in the store. A pair that already has a relationship (in either
+    order) gets that record updated, keeping its id and slot order, rather than a second one.
+    """
+    record = dict(data)
+    errors = _relationship_errors(store, record)
+    if errors:
+        raise RecordError(errors)
+    first, second = record["agent1_id"], record["agent2_id"]
+    existing = next((r for r in store.relationships() if _same_pair(r, first, second)), None)
+    if existing is not None:
+        record.update(id=existing.id, agent1_id=existing.agent1_id, agent2_id=existing.agent2_id)
+    else:
+        record.setdefault("id", _relationship_id(first, second))
+    try:
+        relationship = Relationship.model_validate(record)
+    except ValidationError as error:
+        raise RecordError(_pydantic_errors(error)) from error
+    store.save_relationship(relationship)
+    return relationship
+
+
+_CHARACTERS_HEADER = (
+    "# Characters exported from sotopia-pi: one [[character]] table per person, with the fields\n"
+    "# of sotopia_pi.profiles.Character.\n"
+)
+_RELATIONSHIPS_HEADER = (
+    "# Relationships exported from sotopia-pi: one [[relationship]] table per pair; `relationship`\n"
+    "# is a level name (stranger, know_by_name, acquaintance, friend, romantic_relationship,\n"
+    "# family_member).\n"
+)
+
+
+def _table_blocks(lines: list[str], table: str) -> list[tuple[int, int, dict]]:
+    """Each [[table]] of a file as (first line, end line, its data). The end leaves out the
+    blank and comment lines before the next table: they introduce it, so they stay put."""
+    header = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]")
+    starts = [index for index, line in enumerate(lines) if header.match(line)]
+    blocks = []
+    for start, stop in zip(starts, starts[1:] + [len(lines)]):
+        data = tomllib.loads("\n".join(lines[start:stop]))[table][0]
+        end = stop
+        while end - 1 > start and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+            try:  # a '#' line may be the inside of a multi-line string: trim only if nothing changes
+                if tomllib.loads("\n".join(lines[start : end - 1]))[table][0] != data:
+                    break
+            except tomllib.TOMLDecodeError:
+                break
+            end -= 1
+        blocks.append((start, end, data))
+    return blocks
+
+
+def _upsert_table(path: Path, table: str, new_table: str, same: Callable[[dict], bool], header: str) -> None:
+    """Write `new_table` into the file at `path` in place of the table(s) that `same` picks,
+    or at the end when there is none; every other line of the file stays as it was."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else header
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML ({error}); fix it before exporting into it") from error
+    lines = text.splitlines()
+    blocks = _table_blocks(lines, table)
+    if len(blocks) != len(document.get(table, [])):
+        raise ValueError(f"{path}: write each record as a [[{table}]] table before exporting into it")
+    matches = [(start, end) for start, end, data in blocks if same(data)]
+    new_lines = new_table.rstrip("\n").splitlines()
+    if matches:
+        for start, end in reversed(matches[1:]):  # a duplicate left by hand goes too
+            del lines[start:end]
+        start, end = matches[0]
+        lines[start:end] = new_lines
+    else:
+        while lines and not lines[-1].strip():
+            lines.pop()
+        lines += ([""] if lines else []) + new_lines
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _character_ids_in(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    tables = tomllib.loads(path.read_text(encoding="utf-8")).get("character", [])
+    return {str(t.get("id")) for t in tables if isinstance(t, dict) and t.get("id")}
+
+
+def export_character(store: Store, character_id: str, root: Path | str) -> list[Path]:
+    """Write a stored character into root/characters.toml and its relationships into
+    root/relationships.toml, in the library format; returns the files written.
+
+    A record already in the file (same character id, same pair) is replaced in place, a new
+    one is appended; the rest of each file, comments included, is kept. Only relationships
+    whose other character is in root's characters.toml or the built-in library are written,
+    and only library-valid ones (with a background story). Raises RecordError when the
+    character is not a valid library character, ValueError when a file cannot be edited.
+    """
+    character = store.character(character_id)
+    data = character_to_dict(character)
+    errors = validate_character(data)
+    if errors:
+        raise RecordError(errors)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    characters_path = root / CHARACTERS_FILE
+    _upsert_table(characters_path, "character", character_to_toml(character), lambda t: t.get("id") == character.id, _CHARACTERS_HEADER)
+    written = [characters_path]
+    known = _character_ids_in(characters_path) | _character_ids_in(paths.library_dir() / CHARACTERS_FILE)
+    related = [
+        r for r in store.relationships()
+        if character.id in (r.agent1_id, r.agent2_id) and {r.agent1_id, r.agent2_id} <= known and r.background_story.strip()
+    ]
+    relationships_path = root / RELATIONSHIPS_FILE
+    for relationship in related:
+        pair = {relationship.agent1_id, relationship.agent2_id}
+        _upsert_table(
+            relationships_path,
+            "relationship",
+            relationship_to_toml(relationship),
+            lambda t, pair=pair: {t.get("agent1_id"), t.get("agent2_id")} == pair,
+            _RELATIONSHIPS_HEADER,
+        )
+    if related:
+        written.append(relationships_path)
+    return written
 
 
 # -- installing into a store ---------------------------------------------------------------
