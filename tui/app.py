@@ -23,10 +23,12 @@ from sotopia_pi.store import Store
 
 from .screens.curation import CurationScreen
 from .screens.episode import EpisodeScreen
+from .screens.generate import GenerateScreen
 from .screens.help import HelpScreen
 from .screens.inspector import InspectorScreen, ReplayScreen
 from .screens.library import LibraryScreen
 from .screens.reasoning import ReasoningScreen
+from .screens.scenario_editor import ScenarioEditorScreen
 from .screens.settings import SettingsScreen
 from .screens.turn_editor import TurnEditorScreen
 from .widgets.filter_bar import ActiveFilters
@@ -57,6 +59,7 @@ class SotopiaApp(App):
         "inspector": InspectorScreen,
         "settings": SettingsScreen,
         "curation": CurationScreen,
+        "generate": GenerateScreen,
     }
     DEFAULT_MODE = "library"
     BINDINGS = [
@@ -64,6 +67,7 @@ class SotopiaApp(App):
         Binding("f2", "switch_mode('library')", "Library"),
         Binding("f3", "switch_mode('inspector')", "Inspector"),
         Binding("f4", "switch_mode('settings')", "Settings"),
+        Binding("f5", "switch_mode('generate')", "Generate"),
         Binding("f6", "switch_mode('curation')", "Curation"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -109,6 +113,8 @@ class SotopiaApp(App):
         sections = [
             ("Everywhere", self.BINDINGS),
             ("Library (F2)", LibraryScreen.BINDINGS),
+            ("Scenario editor (^n / ^o in the library)", ScenarioEditorScreen.BINDINGS),
+            ("Generate (F5)", GenerateScreen.BINDINGS),
             ("Live episode", EpisodeScreen.BINDINGS),
             ("Inspector (F3)", InspectorScreen.BINDINGS),
             ("Replay of one episode", ReplayScreen.BINDINGS),

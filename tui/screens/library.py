@@ -17,6 +17,8 @@ from sotopia_pi.profiles import Character, RelationshipLevel, Scenario, valid_pa
 from sotopia_pi.runner import EpisodeSetup, new_episode
 from sotopia_pi.visibility import render_goal
 
+from .scenario_editor import ScenarioEditorScreen
+
 HUMAN = "human"
 NO_JUDGE = ""
 
@@ -100,6 +102,8 @@ class LibraryScreen(Screen):
         Binding("slash", "search", "Search"),
         Binding("ctrl+t", "switch_list", "Scenarios/characters"),
         Binding("ctrl+r", "start", "Start episode"),
+        Binding("ctrl+n", "new_record", "New"),
+        Binding("ctrl+o", "edit_record", "Edit"),
     ]
 
     def __init__(self) -> None:
@@ -175,6 +179,7 @@ class LibraryScreen(Screen):
     def on_screen_resume(self) -> None:
         if self._settings_shown is not self.settings:
             self.fill_model_choices()
+        self.reload()  # scenarios generated or written elsewhere since
 
     def model_options(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
         """Choices for side 1, side 2 and the judge: the presets, plus whatever the settings
@@ -343,6 +348,31 @@ class LibraryScreen(Screen):
             character2.value = wanted
 
     # -- actions --------------------------------------------------------------------------
+
+    @property
+    def showing_characters(self) -> bool:
+        return self.query_one(TabbedContent).active == "tab-characters"
+
+    def action_new_record(self) -> None:
+        store = self.app.store  # type: ignore[attr-defined]
+        self.app.push_screen(ScenarioEditorScreen(store), self._edited)
+
+    def action_edit_record(self) -> None:
+        store = self.app.store  # type: ignore[attr-defined]
+        if self.selected is None:
+            self.notify("Pick a scenario to edit first.", severity="warning")
+            return
+        self.app.push_screen(ScenarioEditorScreen(store, self.selected), self._edited)
+
+    def _edited(self, scenario_id: str | None) -> None:
+        """Back from an editor: show the saved scenario."""
+        self.reload()
+        scenario = next((s for s in self.scenarios if s.id == scenario_id), None)
+        if scenario is None:
+            return
+        self.query_one("#search", Input).value = ""
+        self.selected = scenario
+        self.fill_lists()
 
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()
