@@ -172,7 +172,7 @@ class CharacterEditorScreen(Screen[str | None]):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save character", priority=True),
         Binding("ctrl+o", "export", "Export to a library folder", priority=True),
-        Binding("escape", "close", "Back (asks before dropping unsaved changes)"),
+        Binding("escape", "close", "Back; asks before dropping changes"),
     ]
 
     def __init__(self, store: Store, character_id: str | None = None) -> None:
