@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, Select, TextArea
 
 from sotopia_pi.config import Settings
 from sotopia_pi.store import Store
@@ -63,6 +63,24 @@ def test_inspector(snap_compare, demo_app):
 def test_replay_of_one_episode(snap_compare, demo_app):
     async def run_before(pilot):
         await pilot.press("f3", "down", "down", "o", "down", "down")
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_scenario_editor_shows_problems_under_their_fields(snap_compare, demo_app):
+    async def run_before(pilot):
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        form = pilot.app.screen.query_one("ScenarioForm")
+        form.query_one("#form-codename", Input).value = "Parking Space"
+        form.query_one("#form-category", Select).value = "negotiation"
+        form.query_one("#form-relationship", Select).value = "friend"
+        form.query_one("#form-scenario", TextArea).text = "Two neighbours share one parking space and both need it on Saturday morning."
+        form.query_one("#form-goal-0", TextArea).text = "Keep the space, because he has a piano to move."
+        form.query_one("#form-goal-1", TextArea).text = "Get it."
+        for area in form.query(TextArea):
+            area.cursor_blink = False
         await settle(pilot)
 
     assert snap_compare(demo_app, terminal_size=SIZE, run_before=run_before)
