@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -226,8 +227,6 @@ async def test_export_asks_for_a_folder_and_writes_files_that_load_back(store: S
 
 
 async def test_export_into_the_library_copy_keeps_it_loadable(store: Store, tmp_path: Path):
-    import shutil
-
     root = tmp_path / "scenarios"
     shutil.copytree(paths.library_dir(), root)
     app = library_app(store)
