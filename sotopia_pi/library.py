@@ -181,7 +181,9 @@ def _pydantic_errors(error: ValidationError) -> list[FieldError]:
     return found
 
 
-def _check_character(data: dict) -> tuple[Character | None, list[FieldError]]:
+def _check_character(data: dict, *, library_id: bool = True) -> tuple[Character | None, list[FieldError]]:
+    """`library_id=False` accepts any id (a record already in the store, such as an imported
+    SOTOPIA character with a ULID); the library's files need readable ids."""
     errors: list[FieldError] = []
     for name in _REQUIRED_CHARACTER_TEXT:
         value = data.get(name)
@@ -192,7 +194,7 @@ def _check_character(data: dict) -> tuple[Character | None, list[FieldError]]:
         if not isinstance(value, list) or not any(str(item).strip() for item in value):
             errors.append(FieldError(field=name, message="needs at least one value"))
     character_id = data.get("id")
-    if isinstance(character_id, str) and character_id.strip() and not _CHARACTER_ID.match(character_id):
+    if library_id and isinstance(character_id, str) and character_id.strip() and not _CHARACTER_ID.match(character_id):
         errors.append(
             FieldError(field="id", message=f"use lower-case words joined by '-', like 'mara-okafor' (got {character_id!r})")
         )
@@ -713,7 +715,8 @@ def save_authored_character(store: Store, data: dict) -> Character:
         record["id"], suffix = base or new_id().lower(), 2
         while record["id"] in taken:
             record["id"], suffix = f"{base}-{suffix}", suffix + 1
-    character, errors = _check_character(record)
+    updating = any(c.id == record["id"] for c in store.characters())
+    character, errors = _check_character(record, library_id=not updating)
     if character is None:
         raise RecordError(errors)
     store.save_character(character)

@@ -218,3 +218,15 @@ def test_export_refuses_a_character_that_is_not_library_valid(stocked: Store, tm
         export_character(stocked, "half-done", tmp_path)
     assert [error.field for error in caught.value.errors] == ["secret"]
     assert not (tmp_path / "characters.toml").exists()
+
+
+def test_a_stored_character_with_a_non_library_id_can_be_edited_but_not_created(store: Store):
+    imported_id = "01JABCDEFGHJKMNPQRSTVWXYZ0"  # a SOTOPIA import keeps its ULID
+    with pytest.raises(RecordError) as refused:
+        save_authored_character(store, {**NEW_CHARACTER, "id": imported_id})
+    assert [e.field for e in refused.value.errors] == ["id"]
+    store.save_character(character_from_dict({**NEW_CHARACTER, "id": "placeholder"}).model_copy(update={"id": imported_id}))
+    edited = save_authored_character(store, {**NEW_CHARACTER, "id": imported_id, "age": 42})
+    assert edited.id == imported_id and store.character(imported_id).age == 42
+    with pytest.raises(RecordError, match="lower-case words"):  # the library's files still need readable ids
+        export_character(store, imported_id, store.path.parent / "export")

@@ -206,13 +206,13 @@ async def test_export_asks_for_a_folder_and_writes_files_that_load_back(store: S
     async with app.run_test(size=SIZE) as pilot:
         screen, _ = await open_editor(app, pilot)
         await fill(screen, pilot, NEW_CHARACTER)
-        await pilot.press("ctrl+o")
+        await pilot.press("ctrl+l")
         await pilot.pause()
         assert not isinstance(app.screen, PromptScreen)  # nothing stored yet to export
         await pilot.press("ctrl+s")
         await choose_relationship(screen, pilot, "mara-okafor", "friend", "Night ferry regulars.")
 
-        await pilot.press("ctrl+o")
+        await pilot.press("ctrl+l")
         await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the folder question")
         folder = app.screen.query_one("#prompt-folder", Input)
         assert folder.value == str(paths.home() / "library-export")
@@ -234,9 +234,31 @@ async def test_export_into_the_library_copy_keeps_it_loadable(store: Store, tmp_
         screen, _ = await open_editor(app, pilot, "mara-okafor")
         await fill(screen, pilot, {"age": "35"})
         await pilot.press("ctrl+s")
-        await pilot.press("ctrl+o")
+        await pilot.press("ctrl+l")
         await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen), what="the folder question")
         app.screen.query_one("#prompt-folder", Input).value = str(root)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.screen is screen, what="back to the editor")
     assert load_library(root).character_map["mara-okafor"].age == 35
+
+
+async def test_the_library_opens_the_editor_and_shows_the_saved_character(store: Store):
+    app = library_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+t")  # the characters tab
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: isinstance(app.screen, CharacterEditorScreen), what="a new character form")
+        screen = app.screen
+        await fill(screen, pilot, NEW_CHARACTER)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, CharacterEditorScreen), what="back in the library")
+        library = app.screen
+        assert "ilse-brandvold" in library.characters
+        highlighted = library.query_one("#character-list").highlighted_option
+        assert highlighted is not None and highlighted.id == "ilse-brandvold"
+        await pilot.press("ctrl+o")  # edit the highlighted character
+        await wait_until(pilot, lambda: isinstance(app.screen, CharacterEditorScreen), what="the editor on it")
+        assert app.screen.character_id == "ilse-brandvold"
+        assert app.screen.query_one("#char-occupation", Input).value == "ferry captain"

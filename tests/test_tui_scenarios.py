@@ -31,6 +31,11 @@ GOAL_1 = "Keep the space on Saturday, because you are moving a heavy piano and t
 GOAL_2 = "Get the space on Saturday, because a relative with a bad hip is visiting and cannot walk from the street."
 
 
+def log_text(screen: GenerateScreen) -> str:
+    """The attempts log as one line (the log wraps at word boundaries)."""
+    return " ".join(" ".join(line.text for line in screen.query_one("#generate-log", RichLog).lines).split())
+
+
 def app_for(store: Store, **settings) -> SotopiaApp:
     return SotopiaApp(store, Settings(**settings))
 
@@ -172,7 +177,7 @@ async def test_generate_preview_edit_and_save_marks_the_seed_used(store: Store, 
         await pilot.press("ctrl+g")
         form = screen.query_one(ScenarioForm)
         await wait_until(pilot, lambda: screen.proposal is not None, what="a proposal")
-        log = "\n".join(line.text for line in screen.query_one("#generate-log", RichLog).lines)
+        log = log_text(screen)
         assert "rejected: invalid: not valid JSON" in log and "accepted" in log
         assert form.display and form.query_one("#form-codename", Input).value == "parking_space_saturday"
         assert seeds[3] in plain(screen.query_one("#generate-origin"))
@@ -223,7 +228,7 @@ async def test_an_unreachable_model_server_is_reported_and_the_screen_stays_usab
         screen = await open_generate(pilot, app)
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: not screen._generating, timeout=60, what="the attempts to end")
-        log = "\n".join(line.text for line in screen.query_one("#generate-log", RichLog).lines)
+        log = log_text(screen)
         assert "the model did not answer" in log
         assert not screen.query_one("#generate-run", Button).disabled
         assert used_seeds(store) == {}

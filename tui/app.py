@@ -21,6 +21,7 @@ from sotopia_pi.config import Settings
 from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.store import Store
 
+from .screens.character_editor import CharacterEditorScreen
 from .screens.curation import CurationScreen
 from .screens.episode import EpisodeScreen
 from .screens.generate import GenerateScreen
@@ -114,6 +115,7 @@ class SotopiaApp(App):
             ("Everywhere", self.BINDINGS),
             ("Library (F2)", LibraryScreen.BINDINGS),
             ("Scenario editor (^n / ^o in the library)", ScenarioEditorScreen.BINDINGS),
+            ("Character editor (^n / ^o on the characters tab)", CharacterEditorScreen.BINDINGS),
             ("Generate (F5)", GenerateScreen.BINDINGS),
             ("Live episode", EpisodeScreen.BINDINGS),
             ("Inspector (F3)", InspectorScreen.BINDINGS),

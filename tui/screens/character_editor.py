@@ -2,7 +2,7 @@
 it as you type; relationships to other characters; export to a library folder.
 
 Everything goes through the engine: `validate_character` as you type, `save_authored_character`
-on ^s, `save_authored_relationship` for a new relationship, `export_character` on ^o. The screen
+on ^s, `save_authored_relationship` for a new relationship, `export_character` on ^l. The screen
 returns the id of the character it saved, or None when nothing was saved.
 """
 
@@ -171,7 +171,7 @@ class CharacterEditorScreen(Screen[str | None]):
     """
     BINDINGS = [
         Binding("ctrl+s", "save", "Save character", priority=True),
-        Binding("ctrl+o", "export", "Export to a library folder", priority=True),
+        Binding("ctrl+l", "export", "Export to a library folder", priority=True),
         Binding("escape", "close", "Back; asks before dropping changes"),
     ]
 
@@ -232,7 +232,7 @@ class CharacterEditorScreen(Screen[str | None]):
         else:
             text.append("New character ", style="bold")
             text.append("(its id is made from the name when first saved)", style="dim")
-        text.append("\n^s saves · ^o exports to a library folder · Esc goes back", style="dim")
+        text.append("\n^s saves · ^l exports to a library folder · Esc goes back", style="dim")
         return text
 
     # -- the form ---------------------------------------------------------------------------
@@ -274,7 +274,8 @@ class CharacterEditorScreen(Screen[str | None]):
 
     def check(self) -> list[FieldError]:
         """Validate what is typed and show each problem under its field."""
-        self.errors = validate_character({**self.data(), "id": self.character_id or DRAFT_ID})
+        # the id is not typed here: a stored one is kept whatever its form, a new one is made
+        self.errors = validate_character({**self.data(), "id": DRAFT_ID})
         shown, other = errors_by_field(self.errors)
         for field in FIELDS:
             line = self.query_one(f"#char-{field.name}-error", Static)

@@ -17,6 +17,7 @@ from sotopia_pi.profiles import Character, RelationshipLevel, Scenario, valid_pa
 from sotopia_pi.runner import EpisodeSetup, new_episode
 from sotopia_pi.visibility import render_goal
 
+from .character_editor import CharacterEditorScreen
 from .scenario_editor import ScenarioEditorScreen
 
 HUMAN = "human"
@@ -225,10 +226,12 @@ class LibraryScreen(Screen):
         )
         characters = [c for c in self.characters.values() if not needle or character_matches(c, needle)]
         character_list = self.query_one("#character-list", OptionList)
+        highlighted = character_list.highlighted_option
         character_list.clear_options()
         character_list.add_options(
             Option(Text.assemble((c.name, "bold"), (f"  {c.occupation}", "dim")), id=c.id) for c in characters
         )
+        self.highlight_character(highlighted.id if highlighted is not None else None)
         # the scenario an episode would start with is always the one highlighted in the list
         shown = [s.id for s in scenarios]
         if self.selected is not None and self.selected.id in shown:
@@ -355,23 +358,48 @@ class LibraryScreen(Screen):
 
     def action_new_record(self) -> None:
         store = self.app.store  # type: ignore[attr-defined]
-        self.app.push_screen(ScenarioEditorScreen(store), self._edited)
+        if self.showing_characters:
+            self.app.push_screen(CharacterEditorScreen(store), self._character_edited)
+        else:
+            self.app.push_screen(ScenarioEditorScreen(store), self._scenario_edited)
 
     def action_edit_record(self) -> None:
         store = self.app.store  # type: ignore[attr-defined]
-        if self.selected is None:
+        if self.showing_characters:
+            option = self.query_one("#character-list", OptionList).highlighted_option
+            if option is None or option.id is None:
+                self.notify("Pick a character to edit first.", severity="warning")
+                return
+            self.app.push_screen(CharacterEditorScreen(store, option.id), self._character_edited)
+        elif self.selected is None:
             self.notify("Pick a scenario to edit first.", severity="warning")
-            return
-        self.app.push_screen(ScenarioEditorScreen(store, self.selected), self._edited)
+        else:
+            self.app.push_screen(ScenarioEditorScreen(store, self.selected), self._scenario_edited)
 
-    def _edited(self, scenario_id: str | None) -> None:
-        """Back from an editor: show the saved scenario."""
+    def _scenario_edited(self, scenario_id: str | None) -> None:
+        """Back from the scenario editor: show the saved scenario."""
         self.reload()
         scenario = next((s for s in self.scenarios if s.id == scenario_id), None)
-        if scenario is None:
+        if scenario is not None:
+            self.selected = scenario
+            self._show_everything()
+
+    def _character_edited(self, character_id: str | None) -> None:
+        """Back from the character editor: show the saved character."""
+        self.reload()
+        if character_id not in self.characters:
             return
+        self._show_everything()
+        self.highlight_character(character_id)
+
+    def highlight_character(self, character_id: str | None) -> None:
+        character_list = self.query_one("#character-list", OptionList)
+        shown = [option.id for option in character_list.options]
+        if character_id in shown:
+            character_list.highlighted = shown.index(character_id)
+
+    def _show_everything(self) -> None:
         self.query_one("#search", Input).value = ""
-        self.selected = scenario
         self.fill_lists()
 
     def action_search(self) -> None:
