@@ -173,6 +173,9 @@ def _pydantic_errors(error: ValidationError) -> list[FieldError]:
     found = []
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"]) or None
+        if problem["type"] == "string_too_short" and not str(problem.get("input", "x")).strip():
+            found.append(FieldError(field=location, message="is required"))
+            continue
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] not in {"missing", "extra_forbidden"} and "input" in problem:
             shown = repr(problem["input"])
@@ -262,7 +265,8 @@ def _check_scenario(data: dict, default_codename: str | None = None) -> tuple[Sc
     record.setdefault("source", LIBRARY_SOURCE)
     category = record.get("category")
     if category not in CATEGORIES:
-        errors.append(FieldError(field="category", message=f"must be one of {', '.join(CATEGORIES)} (got {category!r})"))
+        got = f" (got {category!r})" if category else ""
+        errors.append(FieldError(field="category", message=f"must be one of {', '.join(CATEGORIES)}{got}"))
     if "relationship" not in record:
         errors.append(FieldError(field="relationship", message="is required (a level name such as 'friend', or 0..5)"))
     try:

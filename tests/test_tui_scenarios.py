@@ -233,3 +233,25 @@ async def test_an_unreachable_model_server_is_reported_and_the_screen_stays_usab
         assert not screen.query_one("#generate-run", Button).disabled
         assert used_seeds(store) == {}
 
+
+
+@pytest.mark.slow
+async def test_generate_on_the_embedded_model_then_save(store: Store):
+    """The real llama.cpp model writes the preview; SmolLM2 passes the checks on most seeds, so a
+    few seeds are tried before giving up."""
+    app = app_for(store, judge_model="embedded")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_generate(pilot, app)
+        for seed_index in range(3):
+            screen.query_one("#seed-list", OptionList).highlighted = seed_index
+            await pilot.press("ctrl+g")
+            await wait_until(pilot, lambda: not screen._generating, timeout=300, what="the model's answers")
+            if screen.proposal is not None:
+                break
+        assert screen.proposal is not None, log_text(screen)
+        assert "accepted" in log_text(screen)
+        seed = screen.proposal.seed
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: screen.proposal is None, what="saved")
+        stored = store.scenario(used_seeds(store)[seed]["scenario_id"])
+        assert stored.source == GENERATED_SOURCE and len(store.pairings(stored.id)) >= 1
