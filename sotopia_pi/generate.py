@@ -484,8 +484,6 @@ def propose_scenario(
     """Ask the model for a scenario from one seed, up to `attempts_per_seed` answers, and
     return the first that passes every check, without storing it (a person previews it,
     perhaps edits it, then saves it with `save_proposal` or drops it)."""
-    if not store.scenarios():
-        raise GenerationError("the store has no scenario to show as an example")
     context = _Context.build(
         store,
         backend,
