@@ -78,6 +78,9 @@ async def test_write_a_new_scenario_with_errors_shown_as_you_type_then_save_and_
         assert isinstance(app.screen, ScenarioEditorScreen)
         form = form_of(app)
         assert "problems to fix" in plain(form.query_one("#form-summary"))
+        assert error_text(form, "category") == ""  # nothing typed yet: no red under each field
+        await pilot.press("ctrl+s")  # until a refused save points at everything
+        assert "must be one of" in error_text(form, "category")
         await fill(pilot, form, goals=(GOAL_1, "Get it."))
         assert "too short to act on" in error_text(form, "goal-1")
         assert error_text(form, "goal-0") == ""

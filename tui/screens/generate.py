@@ -250,6 +250,7 @@ class GenerateScreen(Screen):
             return
         form = self.query_one(ScenarioForm)
         if form.check():
+            form.show_every_problem()
             self.notify("Fix the problems shown in red first; nothing was saved.", severity="warning")
             return
         try:

@@ -121,6 +121,7 @@ class ScenarioEditorScreen(Screen[str | None]):
     @on(Button.Pressed, "#editor-save")
     def action_save(self) -> None:
         if self.form.check():
+            self.form.show_every_problem()
             self.notify("Fix the problems shown in red first; nothing was saved.", severity="warning")
             return
         data = self.form.data()[0]
@@ -137,6 +138,7 @@ class ScenarioEditorScreen(Screen[str | None]):
     @on(Button.Pressed, "#editor-export")
     def action_export(self) -> None:
         if self.form.check():
+            self.form.show_every_problem()
             self.notify("Fix the problems shown in red first; nothing was exported.", severity="warning")
             return
         field = PromptField("folder", "Library folder to write scenarios/<codename>.toml into", value=str(default_export_dir()))

@@ -160,6 +160,9 @@ class ScenarioForm(VerticalScroll):
         self.errors: list[FieldError] = [FieldError(field=None, message="empty")]
         self.pair_count = 0
         self._loading = False
+        # An empty form shows a field's problems once it is typed in; a loaded one shows all.
+        self.show_all = False
+        self.touched: set[str] = {"record"}
 
     def compose(self) -> ComposeResult:
         levels = [(f"{level.name.replace('_', ' ')} ({int(level)})", level.name) for level in RelationshipLevel]
@@ -217,6 +220,8 @@ class ScenarioForm(VerticalScroll):
             self.query_one("#form-agents", Input).value = format_name_lists(data.get("agent_constraint"))
         finally:
             self._loading = False
+        self.show_all = scenario is not None
+        self.touched = {"record"}
         self.check()
 
     def _set_select(self, selector: str, value: str | None) -> None:
@@ -259,10 +264,16 @@ class ScenarioForm(VerticalScroll):
     @on(Input.Changed)
     @on(TextArea.Changed)
     @on(Select.Changed)
-    def _changed(self, event: Message) -> None:
+    def _changed(self, event: Input.Changed | TextArea.Changed | Select.Changed) -> None:
         event.stop()
         if not self._loading:
+            self.touched.add((event.control.id or "").removeprefix("form-"))
             self.check()
+
+    def show_every_problem(self) -> None:
+        """After a refused save, point at everything, typed in or not."""
+        self.show_all = True
+        self.check()
 
     def check(self) -> list[FieldError]:
         """Check what is typed, show each problem under its field, and post `Checked`."""
@@ -291,7 +302,8 @@ class ScenarioForm(VerticalScroll):
             plain = error.field in (None, *_ERROR_LINE) or line.startswith("goal-")
             lines[line].append(error.message if plain else str(error))
         for line, messages in lines.items():
-            self.query_one(f"#error-{line}", Static).update("\n".join(f"✗ {m}" for m in messages))
+            shown = messages if self.show_all or line in self.touched else []
+            self.query_one(f"#error-{line}", Static).update("\n".join(f"✗ {m}" for m in shown))
         summary = self.query_one("#form-summary", Static)
         if errors:
             count = len(errors)
