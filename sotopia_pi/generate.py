@@ -392,20 +392,6 @@ class _Context:
     say: ProgressCallback
     cancel: threading.Event | None
 
-    @classmethod
-    def build(cls, store: Store, backend: ChatBackend, **options) -> _Context:
-        return cls(
-            store=store,
-            backend=backend,
-            characters={c.id: c for c in store.characters()},
-            relationships=store.relationships(),
-            attempts_per_seed=options.get("attempts_per_seed", DEFAULT_ATTEMPTS),
-            temperature=options.get("temperature", DEFAULT_TEMPERATURE),
-            rng=options.get("rng") or random.Random(),
-            say=options.get("on_progress") or (lambda message: None),
-            cancel=options.get("cancel"),
-        )
-
 
 def generate_scenarios(
     store: Store,
@@ -435,27 +421,28 @@ def generate_scenarios(
     ensure_library(store, library.root)
     seeds = unused_seeds(store, library)
     rng.shuffle(seeds)
-    context = _Context.build(
-        store,
-        backend,
-        attempts_per_seed=attempts_per_seed,
-        temperature=temperature,
-        rng=rng,
-        on_progress=on_progress,
-        cancel=cancel,
-    )
+    say = on_progress or (lambda message: None)
     report = GenerationReport(requested=count, model=backend.name)
     for target in range(count):
         for _ in range(seeds_per_scenario):
             if not seeds:
-                context.say("no unused seed prompts are left; add lines to seed_prompts.txt")
+                say("no unused seed prompts are left; add lines to seed_prompts.txt")
                 return report
             seed = seeds.pop()
-            context.say(f"[{target + 1}/{count}] seed: {seed}")
-            proposal = _propose(context, seed)
+            say(f"[{target + 1}/{count}] seed: {seed}")
+            proposal = propose_scenario(
+                store,
+                backend,
+                seed,
+                attempts_per_seed=attempts_per_seed,
+                temperature=temperature,
+                rng=rng,
+                on_progress=on_progress,
+                cancel=cancel,
+            )
             report.attempts += proposal.attempts
             if proposal.scenario is None:
-                context.say(f"  no valid answer in {attempts_per_seed} attempts; the seed stays unused")
+                say(f"  no valid answer in {attempts_per_seed} attempts; the seed stays unused")
                 continue
             try:
                 generated = save_proposal(store, proposal)
@@ -464,7 +451,7 @@ def generate_scenarios(
                     update={"accepted": False, "problem": "another run used this seed meanwhile"}
                 )
                 continue
-            context.say(f"  stored {generated.scenario.codename} ({generated.scenario.id}) with {len(generated.pairings)} pairing(s)")
+            say(f"  stored {generated.scenario.codename} ({generated.scenario.id}) with {len(generated.pairings)} pairing(s)")
             report.generated.append(generated)
             break
     return report
@@ -484,13 +471,15 @@ def propose_scenario(
     """Ask the model for a scenario from one seed, up to `attempts_per_seed` answers, and
     return the first that passes every check, without storing it (a person previews it,
     perhaps edits it, then saves it with `save_proposal` or drops it)."""
-    context = _Context.build(
-        store,
-        backend,
+    context = _Context(
+        store=store,
+        backend=backend,
+        characters={c.id: c for c in store.characters()},
+        relationships=store.relationships(),
         attempts_per_seed=attempts_per_seed,
         temperature=temperature,
-        rng=rng,
-        on_progress=on_progress,
+        rng=rng or random.Random(),
+        say=on_progress or (lambda message: None),
         cancel=cancel,
     )
     return _propose(context, seed)
