@@ -36,7 +36,7 @@ from sotopia_pi.library import FieldError, LibraryError, RecordError, load_libra
 from sotopia_pi.profiles import Scenario
 
 from ..widgets.scenario_form import ScenarioForm
-from .library import pulled_catalog_models
+from .library import preset_model_choices
 
 
 class GenerateScreen(Screen):
@@ -55,6 +55,7 @@ class GenerateScreen(Screen):
         self.proposal: Proposal | None = None
         self._backend: ChatBackend | None = None
         self._backend_model = ""
+        self._other_scenarios: list[Scenario] = []  # what the preview shown must not repeat
         self._cancel = threading.Event()
         self._generating = False
 
@@ -99,9 +100,7 @@ class GenerateScreen(Screen):
 
     def model_options(self) -> list[tuple[str, str]]:
         settings = self.app.settings  # type: ignore[attr-defined]
-        options = [(p.name, p.model) for p in settings.model_choices()]
-        known = {model for _, model in options}
-        options += [(label, model) for label, model in pulled_catalog_models() if model not in known]
+        options = preset_model_choices(settings)
         for model in (settings.judge_model, *settings.agent_models):
             if model and model != "human" and model not in {m for _, m in options}:
                 options.append((f"{model} (from settings)", model))
@@ -119,10 +118,10 @@ class GenerateScreen(Screen):
 
     def fill_seeds(self) -> None:
         needle = self.query_one("#seed-search", Input).value.strip().lower()
-        shown = [seed for seed in self.seeds if needle in seed.lower()]
+        shown = [Option(seed, id=str(index)) for index, seed in enumerate(self.seeds) if needle in seed.lower()]
         seed_list = self.query_one("#seed-list", OptionList)
         seed_list.clear_options()
-        seed_list.add_options(Option(seed, id=str(self.seeds.index(seed))) for seed in shown)
+        seed_list.add_options(shown)
         if shown:
             seed_list.highlighted = 0
         seed_list.border_title = f"Unused seed prompts: {len(self.seeds)}"
@@ -211,6 +210,7 @@ class GenerateScreen(Screen):
             self.notify(f"No scenario: {reason}", severity="warning")
             return
         self.proposal = proposal
+        self._other_scenarios = [s for s in self.store.scenarios() if s.id != proposal.scenario.id]
         origin.update(
             Text.assemble(
                 ("Preview — edit it, then save or discard\n", "bold"),
@@ -235,8 +235,7 @@ class GenerateScreen(Screen):
     # -- the preview ----------------------------------------------------------------------
 
     def not_a_duplicate(self, scenario: Scenario) -> list[FieldError]:
-        others = [s for s in self.store.scenarios() if self.proposal is None or s.id != self.proposal.scenario.id]
-        duplicate = find_duplicate(scenario, others)
+        duplicate = find_duplicate(scenario, self._other_scenarios)
         return [FieldError(field=None, message=f"duplicate: {duplicate}")] if duplicate else []
 
     @on(ScenarioForm.Checked)
@@ -249,9 +248,7 @@ class GenerateScreen(Screen):
             self.notify("Nothing to save yet: generate a scenario first.", severity="warning")
             return
         form = self.query_one(ScenarioForm)
-        if form.check():
-            form.show_every_problem()
-            self.notify("Fix the problems shown in red first; nothing was saved.", severity="warning")
+        if not form.ready("saved"):
             return
         try:
             generated = save_proposal(self.store, self.proposal, form.data()[0])

@@ -37,6 +37,13 @@ def pulled_catalog_models() -> list[tuple[str, str]]:
         return []
 
 
+def preset_model_choices(settings: Settings) -> list[tuple[str, str]]:
+    """The settings' model presets, then pulled catalog models that are not among them."""
+    presets = [(p.name, p.model) for p in settings.model_choices()]
+    known = {model for _, model in presets}
+    return presets + [(label, model) for label, model in pulled_catalog_models() if model not in known]
+
+
 def scenario_matches(scenario: Scenario, needle: str) -> bool:
     fields = [scenario.id, scenario.codename, scenario.source, scenario.category, scenario.scenario, *scenario.agent_goals]
     return any(needle in field.lower() for field in fields)
@@ -186,9 +193,7 @@ class LibraryScreen(Screen):
         """Choices for side 1, side 2 and the judge: the presets, plus whatever the settings
         name that is not a preset, plus a person (agents) or no judge."""
         settings = self.settings
-        presets = [(p.name, p.model) for p in settings.model_choices()]
-        known = {model for _, model in presets}
-        presets += [(label, model) for label, model in pulled_catalog_models() if model not in known]
+        presets = preset_model_choices(settings)
         known = {model for _, model in presets}
         sides = []
         for default in settings.agent_models:

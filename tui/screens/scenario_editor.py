@@ -120,9 +120,7 @@ class ScenarioEditorScreen(Screen[str | None]):
 
     @on(Button.Pressed, "#editor-save")
     def action_save(self) -> None:
-        if self.form.check():
-            self.form.show_every_problem()
-            self.notify("Fix the problems shown in red first; nothing was saved.", severity="warning")
+        if not self.form.ready("saved"):
             return
         data = self.form.data()[0]
         if self.original is not None and not self.is_copy:
@@ -137,9 +135,7 @@ class ScenarioEditorScreen(Screen[str | None]):
 
     @on(Button.Pressed, "#editor-export")
     def action_export(self) -> None:
-        if self.form.check():
-            self.form.show_every_problem()
-            self.notify("Fix the problems shown in red first; nothing was exported.", severity="warning")
+        if not self.form.ready("exported"):
             return
         field = PromptField("folder", "Library folder to write scenarios/<codename>.toml into", value=str(default_export_dir()))
         self.app.push_screen(

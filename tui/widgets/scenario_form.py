@@ -270,10 +270,15 @@ class ScenarioForm(VerticalScroll):
             self.touched.add((event.control.id or "").removeprefix("form-"))
             self.check()
 
-    def show_every_problem(self) -> None:
-        """After a refused save, point at everything, typed in or not."""
+    def ready(self, use: str) -> bool:
+        """Whether the form can be used now; if not, point at every problem, typed in or
+        not, and say that nothing was `use` ("saved", "exported")."""
+        if not self.check():
+            return True
         self.show_all = True
-        self.check()
+        self._show(self.errors)
+        self.notify(f"Fix the problems shown in red first; nothing was {use}.", severity="warning")
+        return False
 
     def check(self) -> list[FieldError]:
         """Check what is typed, show each problem under its field, and post `Checked`."""
