@@ -1,10 +1,14 @@
 """Prompts for agents and the judge, and the parsing of what models answer. Pure functions.
 
-An agent's prompt is two messages. The system message holds the role-play instructions and the
-context the agent may see; it never changes during an episode. The user message is the dialogue
-so far, one "Turn #k: ..." line per action, then a closing block that starts with
-"You are at Turn #". Each new turn only appends lines to the history, so a backend that keeps the
-agent's KV cache re-reads only the new lines and the closing block.
+An agent's prompt is one conversation that only ever grows (`messages_for_turn`). The system
+message holds the role-play instructions and the context the agent may see; it never changes
+during an episode. Each of the agent's turns adds a user message (the "Turn #k: ..." lines of
+what happened since its last turn, then a closing block that starts with "You are at Turn #")
+and, once it has acted, an assistant message with its action as JSON. A backend that keeps the
+agent's KV cache therefore re-reads only the newest user message, and one side's per-turn
+training examples are prefixes of one conversation. (`agent_messages`, the older two-message
+layout with the whole history in one user message, is kept for prompts stored by earlier versions
+and for tools that want the history as plain text.)
 """
 
 from __future__ import annotations
@@ -70,6 +74,48 @@ def agent_messages(
         ChatMessage(role="system", content=system_prompt(name, view)),
         ChatMessage(role="user", content=user),
     ]
+
+
+NOTHING_NEW = "(Nothing has happened since your last turn.)"
+
+
+def _reply_text(turn: Turn) -> str:
+    """An agent's own earlier turn as it appears in its conversation: the action as JSON."""
+    return turn.action.to_json()
+
+
+def messages_for_turn(name: str, view: View, turns: Sequence[Turn], names: Sequence[str], side: int) -> list[ChatMessage]:
+    """What agent `side` is given at turn len(turns): one conversation that only ever grows.
+
+    The system message holds the instructions and the context. Each of the agent's turns is one
+    user message (what happened since its previous turn, then the closing block) followed, once
+    played, by its own action as JSON in an assistant message. So the prompt of a later turn
+    starts with the earlier prompt plus the agent's answer: a backend keeps its KV cache across
+    the whole episode, and one side's per-turn training examples are prefixes of a single
+    conversation (training on that conversation once teaches every answer).
+    """
+    index = len(turns)
+    messages = [ChatMessage(role="system", content=system_prompt(name, view))]
+    pending: list[Turn] = []
+    first = True
+    for turn in turns:
+        if turn.agent != side:
+            pending.append(turn)
+            continue
+        messages.append(ChatMessage(role="user", content=_update(pending, names, turn.index, name, first)))
+        messages.append(ChatMessage(role="assistant", content=_reply_text(turn)))
+        pending, first = [], False
+    messages.append(ChatMessage(role="user", content=_update(pending, names, index, name, first)))
+    return messages
+
+
+def _update(pending: Sequence[Turn], names: Sequence[str], turn_index: int, name: str, first: bool) -> str:
+    lines = history_lines(pending, names)
+    if first:
+        body = f"{HISTORY_HEADER}\n" + ("\n".join(lines) if lines else NO_HISTORY)
+    else:
+        body = "\n".join(lines) if lines else NOTHING_NEW
+    return f"{body}\n\n{closing_block(turn_index, name)}"
 
 
 # -- parsing agent output -----------------------------------------------------------------

@@ -5,7 +5,7 @@ leaves, when it reaches its turn limit, or when it goes stale (`stale_limit` idl
 row). Then the judge gives the terminal, official score.
 
 A runner is driven from one thread (`run` or `step`); other threads may call `pause`, `stop`,
-`take_over`, `hand_back` and `set_model` at any moment. A backend failure pauses the episode
+`take_over`, `hand_back`, `set_model` and `set_adapter` at any moment. A backend failure pauses the episode
 with the error recorded; nothing already played is lost, and `resume_episode` (or
 `sotopia-pi resume`) continues it later, in this process or another.
 """
@@ -19,7 +19,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .backends import BackendError, Cancelled, ChatBackend, create_backend, parse_model_name
+from .backends import (
+    AdapterSwapping,
+    BackendError,
+    Cancelled,
+    ChatBackend,
+    create_backend,
+    parse_model_name,
+    resolve_adapter,
+)
 from .backends.human import HumanBackend
 from .episode import (
     ActionType,
@@ -33,7 +41,7 @@ from .episode import (
 )
 from .judge import Judge, LiveEvaluator, load_dimension_set
 from .profiles import Character, Scenario
-from .prompts import agent_messages, history_lines, parse_action, partial_argument
+from .prompts import messages_for_turn, parse_action, partial_argument
 from .store import Store
 from .visibility import HINT_TAGS, agent_view
 
@@ -159,6 +167,9 @@ class EpisodeRunner:
         self._stop = threading.Event()
         self._turn_cancel = threading.Event()
         self._current_side: int | None = None
+        # Held while a side's model generates and its turn is committed: an adapter swap for
+        # that side waits for it, so it takes effect from the side's next turn, never mid-turn.
+        self._generating = (threading.Lock(), threading.Lock())
         for side, model in enumerate(self.episode.agent_models):
             if parse_model_name(model).is_human and side not in self._models:
                 self._humans[side] = HumanBackend()
@@ -284,6 +295,31 @@ class EpisodeRunner:
         if old is not None and self._current_side != side:
             old.close()
 
+    def set_adapter(self, side: int, adapter: str | None) -> None:
+        """Run `side`'s model with another adapter (a path or a registered name; None: the base
+        model) from its next turn on. A backend that can swap adapters does it in place, without
+        reloading the base model; any other is reloaded with the adapter. If the side is
+        generating now, this waits for that turn to be committed. On failure raises BackendError
+        (or EpisodeError for a side a person plays) and the side keeps what it had."""
+        spec = parse_model_name(self.episode.agent_models[side])
+        if spec.is_human:
+            raise EpisodeError(f"side {side + 1} is played by a person; it has no adapter to swap")
+        wanted = spec.with_adapter(adapter)
+        with self._generating[side]:
+            with self._lock:
+                backend = self._models.get(side)
+            if isinstance(backend, AdapterSwapping):
+                backend.set_adapter(resolve_adapter(wanted).adapter)
+            else:
+                backend = self._load(wanted.name, "agent")
+            with self._lock:
+                replaced = self._models.get(side)
+                self._models[side] = backend
+                self.episode.agent_models[side] = wanted.name
+                self.store.save_episode(self.episode)
+        if replaced is not None and replaced is not backend:
+            replaced.close()  # not generating: the swap held the side's turn lock
+
     # -- running --------------------------------------------------------------------------
 
     def run(self) -> Episode:
@@ -377,14 +413,18 @@ class EpisodeRunner:
     def _play_turn(self) -> Turn | None:
         index = len(self.turns)
         side = index % 2
-        with self._lock:
-            self._turn_cancel.clear()
-            self._current_side = side
-            backend = self._agent_backend(side)
+        with self._generating[side]:
+            with self._lock:
+                self._turn_cancel.clear()
+                self._current_side = side
+                backend = self._agent_backend(side)
+            if not isinstance(backend, HumanBackend):
+                return self._play(index, side, backend)
+        return self._play(index, side, backend)  # a person's turn does not hold up a swap
+
+    def _play(self, index: int, side: int, backend: ChatBackend) -> Turn | None:
         by_human = isinstance(backend, HumanBackend)
-        messages = agent_messages(
-            self.names[side], self.views[side], history_lines(self.turns, self.names), index
-        )
+        messages = messages_for_turn(self.names[side], self.views[side], self.turns, self.names, side)
         self.events.turn_started(self.episode.id, index, side, by_human)
         streamed: list[str] = []
 

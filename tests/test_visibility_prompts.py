@@ -17,6 +17,9 @@ from sotopia_pi.judge import (
 from sotopia_pi.profiles import RelationshipLevel
 from sotopia_pi.prompts import (
     CLOSING_PREFIX,
+    NOTHING_NEW,
+    closing_block,
+    messages_for_turn,
     agent_messages,
     history_lines,
     parse_action,
@@ -161,3 +164,18 @@ def test_custom_dimension_set_is_data(isolated_home):
 def test_action_natural_language():
     assert AgentAction(action_type="speak", argument="Hi").to_natural_language() == 'said: "Hi"'
     assert AgentAction(action_type="leave").to_natural_language() == "left the conversation"
+
+
+def test_an_agents_conversation_only_grows_and_holds_its_own_answers():
+    characters = two_characters()
+    view = agent_view(bike_scenario(), characters, viewer=1)
+    names = (characters[0].name, characters[1].name)
+    turns = [_turn(0, "speak", "Hello"), _turn(1, "speak", "Hi there"), _turn(2, "none"), _turn(3, "action", "points at the bell")]
+    first = messages_for_turn(names[1], view, turns[:1], names, 1)
+    later = messages_for_turn(names[1], view, turns[:3], names, 1)
+    assert [m.role for m in first] == ["system", "user"]
+    assert "Turn #0: Ines Varga said: \"Hello\"" in first[1].content
+    assert later[: len(first)] == first
+    assert later[2].role == "assistant" and later[2].content == turns[1].action.to_json()
+    assert later[3].content.startswith(NOTHING_NEW)  # the partner's idle turn leaves no line
+    assert later[3].content.endswith(closing_block(3, names[1]))
