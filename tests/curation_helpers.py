@@ -18,7 +18,7 @@ from sotopia_pi.episode import (
     Turn,
 )
 from sotopia_pi.profiles import Scenario
-from sotopia_pi.prompts import agent_messages, history_lines
+from sotopia_pi.prompts import messages_for_turn
 from sotopia_pi.store import Store
 from sotopia_pi.visibility import agent_view
 
@@ -69,7 +69,7 @@ def build_turns(
     turns: list[Turn] = []
     for index, (kind, argument) in enumerate(actions):
         side = index % 2
-        prompt = agent_messages(names[side], views[side], history_lines(turns, names), index)
+        prompt = messages_for_turn(names[side], views[side], turns, names, side)
         action = AgentAction(action_type=ActionType(kind), argument=argument)
         turn = Turn(
             episode_id=episode.id,

@@ -181,7 +181,7 @@ def test_an_edit_changes_that_turns_output_but_not_what_the_partner_saw(store: S
     by_turn = {e.turn: e for e in snapshot_examples(snapshot) if e.episode_id == strong}
     assert json.loads(by_turn[0].completion) == {"action_type": "speak", "argument": "Morning. I only have a minute."}
     assert by_turn[0].edited and not by_turn[2].edited
-    later_history = by_turn[2].prompt[1].content
+    later_history = "\n".join(message.content for message in by_turn[2].prompt)
     assert DEFAULT_ACTIONS[0][1] in later_history
     assert "I only have a minute" not in later_history
     assert [(t.episode_id, t.index) for t in snapshot.manifest.edited_turns] == [(strong, 0)]
@@ -254,15 +254,15 @@ def test_episodelog_rows_follow_sotopias_layout(store: Store, episodes: dict, tm
     ]
     ines_start = first[0][2]
     goals = bike_scenario().agent_goals
-    assert ines_start.startswith("\nScenario: ") and ines_start.endswith("\nConversation Starts:")
+    assert ines_start.startswith("\nScenario: ") and ines_start.endswith("\nConversation Starts:\n")
     assert f"Ines Varga's goal: {render_goal(goals[0])}" in ines_start
     assert f"Tomas Reyes's goal: {UNKNOWN}" in ines_start
     assert first[2][2] == f'said: "{DEFAULT_ACTIONS[0][1]}"' and first[3][2] == "did nothing"
-    assert strong.messages[1][0][2] == f'Turn #0: Ines Varga said: "{DEFAULT_ACTIONS[0][1]}"'
+    assert strong.messages[1][0][2] == f'Turn #0: Ines Varga said: "{DEFAULT_ACTIONS[0][1]}"\n'
     assert strong.messages[1][2][2] == "did nothing"
     assert strong.messages[-1] == [
-        ("Environment", "Ines Varga", "Turn #6: Ines Varga left the conversation"),
-        ("Environment", "Tomas Reyes", "Turn #6: Ines Varga left the conversation"),
+        ("Environment", "Ines Varga", "Turn #6: Ines Varga left the conversation\n"),
+        ("Environment", "Tomas Reyes", "Turn #6: Ines Varga left the conversation\n"),
     ]
     overall, dims = strong.rewards[0]
     assert dims["goal"] == 9 and dims["overall_score"] == overall
