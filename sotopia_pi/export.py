@@ -20,6 +20,12 @@ Formats written by `write_export`, one JSON object a line:
                        (TRL's *conversational* prompt-completion form, so the tokenizer's chat
                        template is applied and the loss covers the completion only)
     episodelog         Sotopia's EpisodeLog: one row per episode, not per example
+    sotopia-episodes   the episode files Sotopia's episodes_to_jsonl writes and jsonl_to_episodes
+                       reads (episode_id, environment_id, raw_messages, ..., social_interactions)
+
+Both episode formats write the environment's observations exactly as Sotopia does: the context
+block ends with "Conversation Starts:" and a newline, and every later "Turn #k: ..." line ends
+with a newline too (Sotopia's social_interactions relies on it to keep turn 0).
 
 Long prompts are cut to `max_prompt_tokens` by dropping the oldest "Turn #" lines of the
 dialogue history; the system message and the closing block are never cut.
@@ -40,6 +46,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from .episode import ActionType, AgentAction, ChatMessage, Episode, Evaluation, Turn
 from .judge import overall_score
+from .profiles import Character, Scenario
 from .prompts import CLOSING_PREFIX, turn_line
 from .store import NotFound, Store
 from .visibility import agent_view
@@ -64,6 +71,11 @@ class ExportFormat(StrEnum):
     chat = "chat"
     prompt_completion = "prompt-completion"
     episodelog = "episodelog"
+    sotopia_episodes = "sotopia-episodes"
+
+
+# Formats with one row per episode rather than one per training example.
+EPISODE_FORMATS = frozenset({ExportFormat.episodelog, ExportFormat.sotopia_episodes})
 
 
 # -- token counting -----------------------------------------------------------------------
@@ -181,6 +193,8 @@ class FrozenEpisode(BaseModel):
     evaluation: Evaluation | None = Field(description="the terminal evaluation, if any")
     names: list[str] = Field(min_length=2, max_length=2)
     contexts: list[str] = Field(min_length=2, max_length=2, description="what each agent knew at the start")
+    scenario: Scenario | None = Field(default=None, description="the scenario as it was (None in older snapshots)")
+    characters: list[Character] = Field(default_factory=list, max_length=2, description="both characters, if found")
 
     @property
     def id(self) -> str:
@@ -220,6 +234,8 @@ def freeze_episode(store: Store, episode_id: str) -> FrozenEpisode:
         evaluation=store.terminal_evaluation(episode.id),
         names=names,
         contexts=contexts,
+        scenario=scenario,
+        characters=list(characters) if characters is not None else [],
     )
 
 
@@ -384,16 +400,17 @@ class EpisodeLogRow(BaseModel):
 
 
 def _observation_after(frozen: FrozenEpisode, turn: Turn) -> str:
+    """Sotopia's "Turn #k: ..." observation, with the newline Sotopia ends it with."""
     if turn.action_type == ActionType.none:
-        return f"{HISTORY_LINE_PREFIX}{turn.index}: "
-    return turn_line(turn.index, frozen.names[turn.agent], effective_action(turn))
+        return f"{HISTORY_LINE_PREFIX}{turn.index}: \n"
+    return turn_line(turn.index, frozen.names[turn.agent], effective_action(turn)) + "\n"
 
 
 def _episodelog_messages(frozen: FrozenEpisode) -> list[list[tuple[str, str, str]]]:
     """Sotopia's layout: per step, what the environment told each agent, then each agent's action
     ("did nothing" for the one whose turn it was not); the last step has observations only."""
     names = frozen.names
-    observations = [f"\n{context}\n{CONVERSATION_STARTS}" for context in frozen.contexts]
+    observations = [f"\n{context}\n{CONVERSATION_STARTS}\n" for context in frozen.contexts]
     steps: list[list[tuple[str, str, str]]] = []
     for turn in frozen.turns:
         step = [(ENVIRONMENT, names[side], observations[side]) for side in (0, 1)]
@@ -441,6 +458,101 @@ def episodelog_row(frozen: FrozenEpisode) -> dict:
         messages=_episodelog_messages(frozen),
         reasoning=reasoning,
         rewards=rewards,
+    )
+    return row.model_dump(mode="json")
+
+
+def sotopia_background(character: Character) -> str:
+    """A character's full background in the words Sotopia's episode writer uses."""
+    gender = {"man": "male", "woman": "female", "nonbinary": "nonbinary"}.get(
+        character.gender.strip().lower(), character.gender.strip().lower()
+    )
+    return (
+        f"{character.name} is a {character.age}-year-old {gender} {character.occupation.lower()}. "
+        f"{character.gender_pronoun} pronouns. {character.public_info} Personality and values "
+        f"description: {character.personality_and_values} {character.first_name}'s secrets: {character.secret}"
+    )
+
+
+def _rendered_steps(messages: Sequence[Sequence[Sequence[str]]]) -> list[str]:
+    """Each step as Sotopia's EpisodeLog.render_for_humans prints it: the two opening
+    observations on step 0, then every action except "did nothing" with its sender."""
+    steps = []
+    for index, step in enumerate(messages):
+        lines = [step[0][2], step[1][2]] if index == 0 else []
+        for sender, receiver, text in step:
+            if receiver != ENVIRONMENT:
+                continue
+            if sender == ENVIRONMENT:
+                lines.append(text)
+            elif "did nothing" not in text:
+                lines.append(f"{sender} {text}" if "said:" in text else f"{sender}: {text}")
+        steps.append("\n".join(lines))
+    return steps
+
+
+def social_interactions(messages: Sequence[Sequence[Sequence[str]]], tag: str = "") -> str:
+    """The dialogue text Sotopia's episode writer stores: the rendered steps without the last
+    (observations only), the opening contexts cut at the last "Conversation Starts:" line."""
+    steps = _rendered_steps(messages)
+    if len(steps) + 2 < 3:  # Sotopia counts the reasoning and rewards lines too
+        return ""
+    kept = steps[:-1]
+    if "script" in tag.split("_"):
+        kept = kept[1:]
+    else:
+        opening = kept[0].split(f"{CONVERSATION_STARTS}\n\n")
+        kept = kept[1:] if len(opening) < 3 else [opening[-1], *kept[1:]]
+    return "\n\n".join(kept)
+
+
+class SotopiaEpisodeRow(BaseModel):
+    """A row of Sotopia's episode file (its episodes_to_jsonl / jsonl_to_episodes layout)."""
+
+    episode_id: str
+    environment_id: str
+    agent_ids: list[str] = Field(min_length=2, max_length=2)
+    experiment_tag: str
+    experiment_model_name_pairs: list[str] = Field(min_length=3, max_length=3)
+    raw_messages: list[list[tuple[str, str, str]]]
+    raw_rewards: list[tuple[float, dict[str, float]] | float]
+    raw_rewards_prompt: str = ""
+    scenario: str
+    codename: str
+    agents_background: dict[str, str]
+    social_goals: dict[str, str]
+    social_interactions: str
+    reasoning: str
+    rewards: list[tuple[float, dict[str, float]]] = Field(
+        description="both agents' scores; empty unless both were scored (Sotopia writes no other case)"
+    )
+
+
+def sotopia_episode_row(frozen: FrozenEpisode) -> dict:
+    """One episode in Sotopia's episode-file layout. Profiles missing from an older snapshot
+    leave the scenario text, codename, backgrounds and goals empty."""
+    log = EpisodeLogRow.model_validate(episodelog_row(frozen))
+    scenario = frozen.scenario
+    characters = frozen.characters if len(frozen.characters) == 2 else []
+    scored = [reward for reward in log.rewards if not isinstance(reward, float)]
+    row = SotopiaEpisodeRow(
+        episode_id=log.pk,
+        environment_id=log.environment,
+        agent_ids=log.agents,
+        experiment_tag=log.tag or "",
+        experiment_model_name_pairs=log.models,
+        raw_messages=log.messages,
+        raw_rewards=log.rewards,
+        raw_rewards_prompt=log.rewards_prompt,
+        scenario=scenario.scenario if scenario else "",
+        codename=scenario.codename if scenario else "",
+        agents_background={c.name: sotopia_background(c) for c in characters},
+        social_goals=(
+            {c.name: goal for c, goal in zip(characters, scenario.agent_goals)} if scenario and characters else {}
+        ),
+        social_interactions=social_interactions(log.messages, log.tag or ""),
+        reasoning=log.reasoning,
+        rewards=scored if len(scored) == len(log.rewards) else [],  # type: ignore[arg-type]
     )
     return row.model_dump(mode="json")
 
@@ -505,11 +617,12 @@ def write_export(
     count_tokens: TokenCounter = estimate_tokens,
 ) -> ExportReport:
     """Write a snapshot in one format; the row count is the snapshot's example count
-    (its episode count for episodelog)."""
+    (its episode count for the episode formats)."""
     fmt = ExportFormat(fmt)
     name = snapshot.manifest.name
-    if fmt is ExportFormat.episodelog:
-        rows = write_jsonl((episodelog_row(frozen) for frozen in snapshot.episodes), path)
+    if fmt in EPISODE_FORMATS:
+        row = episodelog_row if fmt is ExportFormat.episodelog else sotopia_episode_row
+        rows = write_jsonl((row(frozen) for frozen in snapshot.episodes), path)
         return ExportReport(snapshot=name, format=fmt, path=str(path), rows=rows, examples=0)
     examples = snapshot_examples(snapshot, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens)
     rows = write_jsonl((_EXAMPLE_ROWS[fmt](example) for example in examples), path)

@@ -49,6 +49,10 @@ SOTOPIA_HARD_SCENARIO_IDS: tuple[str, ...] = (
 )
 
 
+# SOTOPIA's default age constraint; its sampler reads exactly this string as "no constraint" and its
+# profile writer refuses anything but a string, so a scenario without one is written this way.
+SOTOPIA_ANY_AGE = "[(18, 70), (18, 70)]"
+
 # SOTOPIA writes "no constraint" as these words (pandas' NaN leaked into its export as "nan").
 _NO_CONSTRAINT = {"", "none", "nan", "null"}
 
@@ -165,7 +169,10 @@ def _is_unset(value: Any) -> bool:
 
 
 def parse_age_constraint(value: Any) -> list[tuple[int, int]] | None:
-    """ "[(18, 70), (18, 70)]" (a Python literal in SOTOPIA's export) -> [(18, 70), (18, 70)]."""
+    """ "[(21, 70), (21, 70)]" (a Python literal in SOTOPIA's export) -> [(21, 70), (21, 70)].
+
+    SOTOPIA's default "[(18, 70), (18, 70)]" is read as no constraint (None), as SOTOPIA's own
+    sampler reads it; that is also how a scenario without one is written back."""
     if _is_unset(value):
         return None
     if isinstance(value, str):
@@ -174,7 +181,8 @@ def parse_age_constraint(value: Any) -> list[tuple[int, int]] | None:
         isinstance(pair, list | tuple) and len(pair) == 2 for pair in value
     ):
         raise FieldProblem("age_constraint", f"expected one (min, max) range per agent, got {value!r}")
-    return [(pair[0], pair[1]) for pair in value]
+    ranges = [(pair[0], pair[1]) for pair in value]
+    return None if str(ranges) == SOTOPIA_ANY_AGE else ranges
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -282,8 +290,9 @@ def character_from_sotopia(record: dict) -> Character:
 
 
 def character_to_sotopia(character: Character) -> dict:
-    # Our field order is SOTOPIA's export order, so a plain dump lines up.
-    record = {"agent_id": character.id, **character.model_dump(exclude={"id", "tag"})}
+    # Our field order is SOTOPIA's export order, so a plain dump lines up. SOTOPIA's profile
+    # reader requires `model_id` (unused in its simulation): an empty one is what it writes.
+    record = {"agent_id": character.id, **character.model_dump(exclude={"id", "tag"}), "model_id": ""}
     if character.tag:
         record["tag"] = character.tag
     return record
@@ -321,7 +330,7 @@ def scenario_to_sotopia(scenario: Scenario) -> dict:
         "scenario": scenario.scenario,
         "agent_goals": list(scenario.agent_goals),
         "relationship": str(int(scenario.relationship)),
-        "age_constraint": str([tuple(pair) for pair in age]) if age is not None else None,
+        "age_constraint": str([tuple(pair) for pair in age]) if age is not None else SOTOPIA_ANY_AGE,
         "occupation_constraint": str(occupations) if occupations is not None else "nan",
         "agent_constraint": scenario.agent_constraint if scenario.agent_constraint is not None else "none",
     }
@@ -399,7 +408,7 @@ SOTOPIA_FILES = {kind.name: kind.file for kind in KINDS}
 # -- import ---------------------------------------------------------------------------------
 
 
-def _read_objects(path: Path, report: ImportReport) -> Iterator[tuple[int, dict]]:
+def read_objects(path: Path, report: ImportReport) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each JSON-object line; report the lines that are not."""
     if not path.is_file():
         report.errors.append(ImportIssue(file=path.name, message=f"file not found: {path}"))
@@ -477,7 +486,7 @@ def import_sotopia(store: Store, directory: Path | str) -> ImportReport:
         characters = {c.id for c in store.characters()}
         scenarios = {s.id for s in store.scenarios()}
         first_line_of: dict[str, int] = {}
-        for line, source in _read_objects(directory / kind.file, report):
+        for line, source in read_objects(directory / kind.file, report):
             try:
                 record = kind.parse(source)
             except FieldProblem as problem:

@@ -91,7 +91,7 @@ def test_constraints_are_parsed(imported: Store):
     assert imported.scenario(DRINK_LESS).age_constraint == [(21, 70), (21, 70)]
     movie = imported.scenario(MOVIE_SCENE)
     assert movie.occupation_constraint == [["actor"], ["actor"]]
-    assert movie.age_constraint == [(18, 70), (18, 70)]
+    assert movie.age_constraint is None  # SOTOPIA's default "[(18, 70), (18, 70)]" means no constraint
     others = [s for s in imported.scenarios() if s.id != MOVIE_SCENE]
     assert all(s.occupation_constraint is None for s in others)
     assert all(s.agent_constraint is None for s in imported.scenarios())

@@ -23,7 +23,7 @@ from ..curation import (
     set_decision,
     turn_edits,
 )
-from ..export import ExportError, ExportFormat, SelectionStats, token_counter, write_export
+from ..export import EPISODE_FORMATS, ExportError, ExportFormat, SelectionStats, token_counter, write_export
 from ..snapshots import create_snapshot, list_snapshots, load_snapshot
 from ..store import Store
 from .app import app, emit_json, fail
@@ -241,7 +241,7 @@ def snapshots_command(
 @app.command("export")
 def export_command(
     snapshot: Annotated[str, typer.Argument(help="snapshot name (see `sotopia-pi curate snapshots`)")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="sft, chat, prompt-completion or episodelog")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="sft, chat, prompt-completion, episodelog or sotopia-episodes")],
     out: Annotated[Path, typer.Option("--out", help="the JSONL file to write")],
     max_prompt_tokens: Annotated[
         Optional[int], typer.Option("--max-prompt-tokens", min=1, help="cut the oldest dialogue lines past this")
@@ -262,7 +262,7 @@ def export_command(
     if as_json:
         emit_json(report)
         return
-    unit = "episodes" if report.format is ExportFormat.episodelog else "examples"
+    unit = "episodes" if report.format in EPISODE_FORMATS else "examples"
     typer.echo(f"wrote {report.rows} {unit} to {report.path}")
     if report.truncated_examples:
         typer.echo(
