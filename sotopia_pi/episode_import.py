@@ -609,6 +609,15 @@ def import_expert_corpus(store: Store, directory: Path | str | None = None) -> E
 # -- any path -----------------------------------------------------------------------------
 
 
+def _install_library(store: Store, report: EpisodeImportReport) -> None:
+    from .library import LibraryError, ensure_library
+
+    try:
+        ensure_library(store)
+    except LibraryError as error:
+        report.warnings.append(_issue("library", None, None, f"the built-in library did not load: {error}"))
+
+
 def is_expert_corpus_dir(directory: Path) -> bool:
     return directory.is_dir() and any(directory.glob("*.json")) and not any(directory.glob("*.jsonl"))
 
@@ -617,13 +626,14 @@ def import_episodes(store: Store, path: Path | str) -> EpisodeImportReport:
     """Import a JSONL file of episodes, or a folder: an expert-corpus folder (*.json), or a
     folder of JSONL files whose Sotopia profile files (if any) are imported first."""
     path = Path(path)
-    if path.is_file():
-        return import_episode_file(store, path)
-    if not path.is_dir():
+    if not path.exists():
         raise EpisodeImportError(f"{path} does not exist")
     if is_expert_corpus_dir(path):
         return import_expert_corpus(store, path)
     report = EpisodeImportReport()
+    _install_library(store, report)  # episodes played on library scenarios name library ids
+    if path.is_file():
+        return import_episode_file(store, path, report)
     profile_files = set(SOTOPIA_FILES.values())
     if any((path / name).is_file() for name in profile_files):
         report.profiles = import_sotopia(store, path)

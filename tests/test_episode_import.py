@@ -8,6 +8,7 @@ layouts, from the field lists of its EpisodeLog and its episode-file writer.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from sotopia_pi.episode import ActionType, EpisodeStatus
 from sotopia_pi.episode_import import (
     EXPERT_JUDGE,
     EpisodeImportError,
+    evaluation_from_rewards,
     import_episode_file,
     import_episodes,
     import_expert_corpus,
@@ -27,7 +29,13 @@ from sotopia_pi.expert_corpus import EXPERT_MODEL
 from sotopia_pi.export import ExportFormat, SotopiaEpisodeRow, write_export
 from sotopia_pi.prompts import messages_for_turn
 from sotopia_pi.snapshots import create_snapshot
-from sotopia_pi.sotopia_io import SOTOPIA_ANY_AGE, character_to_sotopia, scenario_from_sotopia, scenario_to_sotopia
+from sotopia_pi.sotopia_io import (
+    SOTOPIA_ANY_AGE,
+    character_to_sotopia,
+    import_sotopia,
+    scenario_from_sotopia,
+    scenario_to_sotopia,
+)
 from sotopia_pi.store import Store
 from sotopia_pi.visibility import UNKNOWN, agent_view
 
@@ -140,6 +148,32 @@ def test_reimporting_adds_nothing(store: Store):
     assert again.imported == 0 and again.already_present == 3
     assert (store.counts()["episodes"], sum(len(store.turns(e.id)) for e in store.episodes())) == before
     assert len(store.evaluations(LOG1)) == evaluations
+
+
+def test_an_episode_is_written_whole_or_not_at_all(store: Store):
+    import_sotopia(store, FIXTURES)
+    with store.transaction() as conn:  # the evaluation, written last, fails for one episode
+        conn.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON evaluations WHEN NEW.episode_id = '{LOG1}' "
+            "BEGIN SELECT RAISE(ABORT, 'disk gone'); END"
+        )
+    with pytest.raises(sqlite3.DatabaseError):
+        import_episode_file(store, FIXTURES / "episodelogs.jsonl")
+    assert store.turns(LOG1) == [] and store.evaluations(LOG1) == []
+    assert LOG1 not in {episode.id for episode in store.episodes()}
+    with store.transaction() as conn:
+        conn.execute("DROP TRIGGER refuse")
+    assert import_episode_file(store, FIXTURES / "episodelogs.jsonl").imported == 2
+    assert len(store.turns(LOG1)) == 6
+
+
+def test_a_fractional_score_is_rounded_with_a_note(store: Store):
+    warnings: list[str] = []
+    dims = {name: 1.0 for name in SOTOPIA_DIMENSIONS} | {"goal": 6.5, "overall_score": 1.8}
+    evaluation = evaluation_from_rewards("e", [[1.8, dims], 0.0], "", "annotators", 3, "rewards", warnings)
+    assert evaluation.agents[0].scores["goal"].score in (6, 7) and evaluation.agents[0].overall == 1.8
+    assert warnings == ["rewards[0][1].goal: 6.5 is not a whole number; stored as 6"]
+    assert evaluation.agents[1].failure and evaluation.agents[1].overall is None
 
 
 def test_episodes_need_their_profiles(store: Store):
