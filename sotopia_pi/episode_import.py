@@ -469,8 +469,8 @@ def import_episode_file(store: Store, path: Path | str, report: EpisodeImportRep
     """Import every episode row of one JSONL file (either Sotopia layout, or our export)."""
     path = Path(path)
     report = report or EpisodeImportReport()
-    profile_issues = ImportReport()
-    for line, row in read_objects(path, profile_issues):
+    read_issues = ImportReport()  # lines that are not JSON objects
+    for line, row in read_objects(path, read_issues):
         warnings: list[str] = []
         try:
             layout, source = read_source(row)
@@ -484,7 +484,7 @@ def import_episode_file(store: Store, path: Path | str, report: EpisodeImportRep
             continue
         report.warnings += [_issue(path.name, line, None, warning) for warning in warnings]
         _record(report, insert_episode(store, episode, turns, evaluation), episode.id)
-    report.errors += profile_issues.errors
+    report.errors += read_issues.errors
     return report
 
 
