@@ -10,6 +10,7 @@ files to download).
     with canned_http_server(status=500, body=b"oops") as url: ...
     with scripted_chat_server(respond) as url: ...  # respond(request_json, headers) decides
     with file_server(directory) as base_url: ...   # GET and Range requests
+    with lora_chat_server() as server: ...          # a fake vLLM with runtime LoRA endpoints
 """
 
 from __future__ import annotations
@@ -225,22 +226,7 @@ def scripted_chat_server(respond: Responder) -> Iterator[str]:
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
             headers = {key.lower(): value for key, value in self.headers.items()}
             status, payload = respond(json.loads(raw or b"{}"), headers)
-            if isinstance(payload, SSE):
-                body = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in payload.events)
-                body += b"data: [DONE]\n\n"
-                content_type = "text/event-stream"
-            elif isinstance(payload, dict):
-                body, content_type = json.dumps(payload).encode(), "application/json"
-            else:
-                body, content_type = payload, "text/plain"
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (a timeout test)
+            _send_payload(self, status, payload)
 
     with _serving(Handler) as base:
         yield f"{base}/v1"
@@ -298,3 +284,91 @@ def file_server(directory: str | Path, *, cut_after: int | None = None, supports
     )
     with _serving(functools.partial(handler, directory=str(directory))) as base:
         yield base
+
+
+@dataclass
+class LoraChatServer:
+    """What the fake vLLM saw and holds: `loaded` maps lora_name to lora_path."""
+
+    url: str
+    base_model: str
+    loaded: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+
+
+def _vllm_error(message: str, kind: str, status: int) -> dict:
+    return {"object": "error", "message": message, "type": kind, "param": None, "code": status}
+
+
+@contextlib.contextmanager
+def lora_chat_server(base_model: str = "base", *, dynamic_lora: bool = True) -> Iterator[LoraChatServer]:
+    """A fake vLLM on loopback. Chat completions (whole or streamed) answer with a speak action
+    whose argument is the model the request asked for; an unknown model is a 404, as in vLLM.
+    With `dynamic_lora`, POST /v1/load_lora_adapter and /v1/unload_lora_adapter behave like
+    vLLM's (a lora_path must be an existing directory here; a name loads once); without it they
+    are missing routes (404 {"detail": "Not Found"}, as FastAPI answers)."""
+    state = LoraChatServer(url="", base_model=base_model)
+    lock = threading.Lock()
+
+    def load(body: dict) -> tuple[int, dict | bytes]:
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if name in state.loaded:
+            return 400, _vllm_error(f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput", 400)
+        if not path or not Path(path).is_dir():
+            return 404, _vllm_error(f"No adapter found for {path}", "NotFoundError", 404)
+        state.loaded[name] = path
+        return 200, f"Success: LoRA adapter '{name}' added successfully.".encode()
+
+    def unload(body: dict) -> tuple[int, dict | bytes]:
+        name = body.get("lora_name")
+        if state.loaded.pop(name, None) is None:
+            return 404, _vllm_error(f"The lora adapter '{name}' cannot be found.", "NotFoundError", 404)
+        return 200, f"Success: LoRA adapter '{name}' removed successfully.".encode()
+
+    def chat(body: dict) -> tuple[int, dict | SSE]:
+        model = body.get("model")
+        if model != base_model and model not in state.loaded:
+            return 404, _vllm_error(f"The model `{model}` does not exist.", "NotFoundError", 404)
+        action = json.dumps({"action_type": "speak", "argument": model})
+        if body.get("stream"):
+            return 200, chat_chunks([action[:10], action[10:]])
+        return 200, chat_completion(action)
+
+    routes = {"/v1/chat/completions": chat}
+    if dynamic_lora:
+        routes.update({"/v1/load_lora_adapter": load, "/v1/unload_lora_adapter": unload})
+
+    def respond(path: str, body: dict) -> tuple[int, dict | SSE | bytes]:
+        with lock:
+            state.calls.append((path, body))
+            route = routes.get(path)
+            return route(body) if route else (404, {"detail": "Not Found"})
+
+    class Handler(_QuietHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            status, payload = respond(self.path, json.loads(raw or b"{}"))
+            _send_payload(self, status, payload)
+
+    with _serving(Handler) as base:
+        state.url = f"{base}/v1"
+        yield state
+
+
+def _send_payload(handler: http.server.BaseHTTPRequestHandler, status: int, payload: dict | SSE | bytes) -> None:
+    if isinstance(payload, SSE):
+        body = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in payload.events)
+        body += b"data: [DONE]\n\n"
+        content_type = "text/event-stream"
+    elif isinstance(payload, dict):
+        body, content_type = json.dumps(payload).encode(), "application/json"
+    else:
+        body, content_type = payload, "text/plain"
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client gave up (a timeout test)

