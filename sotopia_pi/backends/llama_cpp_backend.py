@@ -271,7 +271,11 @@ class LlamaCppBackend:
                 old.free()
 
     def _load_adapter(self, path: Path, scale: float) -> LoraHandle:
-        _check_adapter_file(path, self.llm)
+        """llama.cpp checks the file itself (magic, truncation, architecture, shapes) and refuses
+        it cleanly; only then is the file read again here, to explain common mistakes plainly.
+        (Reading it with the gguf package first would triple the cost of a swap.)"""
+        if not path.is_file():
+            raise BackendError(f"LoRA adapter not found: {path}")
         new = None
         try:
             new = LoraHandle.load(self.llm, path)
@@ -279,6 +283,7 @@ class LlamaCppBackend:
         except NativeError as error:
             if new is not None:
                 self._restore_previous(new)
+            _check_adapter_file(path, self.llm, str(error))
             raise BackendError(str(error)) from None
         return new
 
@@ -326,16 +331,14 @@ def _as_dict(message: ChatMessage | dict) -> dict:
     return {"role": message.role, "content": message.content}
 
 
-def _check_adapter_file(path: Path, llm: Llama) -> None:
-    """Explain the common mistakes before llama.cpp sees the file (it only logs its reasons)."""
+def _check_adapter_file(path: Path, llm: Llama, refusal: str) -> None:
+    """Raise a plain explanation of why llama.cpp refused the file, when it is a common mistake."""
     import gguf
 
-    if not path.is_file():
-        raise BackendError(f"LoRA adapter not found: {path}")
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as error:  # gguf raises ValueError, struct.error, IndexError... on junk
-        raise BackendError(f"{path} is not a GGUF file ({error.__class__.__name__}: {error})") from None
+    except Exception:  # gguf raises ValueError, struct.error, IndexError... on junk
+        raise BackendError(f"{path} is not a GGUF file, or it is damaged ({refusal})") from None
     fields = {key: _field_text(reader, key) for key in ("general.type", "general.architecture", "adapter.type")}
     if fields["general.type"] != "adapter" or fields["adapter.type"] != "lora":
         raise BackendError(
