@@ -80,7 +80,7 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_llama(vocab_size: int, *, seed: int = 0):
+def build_tiny_llama(vocab_size: int, *, seed: int = 0, max_positions: int = 512):
     """A randomly initialised two-layer Llama (about 100k parameters) for the given vocabulary."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -92,7 +92,7 @@ def build_tiny_llama(vocab_size: int, *, seed: int = 0):
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         # The default 0.02 makes greedy decoding collapse into one repeated token; 0.1 gives
         # varied output, so that tests can tell two models (or an adapter) apart by their text.
@@ -108,7 +108,7 @@ def build_tiny_llama(vocab_size: int, *, seed: int = 0):
     return model.eval()
 
 
-def make_tiny_model(directory: str | Path, *, seed: int = 0) -> Path:
+def make_tiny_model(directory: str | Path, *, seed: int = 0, max_positions: int = 512) -> Path:
     """Write a tiny Llama and its tokenizer to `directory` as a Hugging Face model directory.
 
     The directory loads with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`
@@ -117,7 +117,8 @@ def make_tiny_model(directory: str | Path, *, seed: int = 0) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_llama(len(tokenizer), seed=seed)
+    model = build_tiny_llama(len(tokenizer), seed=seed, max_positions=max_positions)
+    tokenizer.model_max_length = max_positions
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

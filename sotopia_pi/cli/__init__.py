@@ -10,7 +10,16 @@ import sys
 from .app import app
 
 # Command modules register their commands on import.
-from . import curate_cmd, episodes_import_cmd, library_cmd, models_cmd, profiles_cmd, run_cmd  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    adapters_cmd,
+    curate_cmd,
+    episodes_import_cmd,
+    library_cmd,
+    models_cmd,
+    profiles_cmd,
+    run_cmd,
+    train_cmd,
+)
 
 __all__ = ["app", "main"]
 
