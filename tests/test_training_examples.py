@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sotopia_pi.episode import ActionType, ChatMessage, Turn
@@ -146,3 +148,31 @@ def test_a_long_conversation_is_cut_after_the_last_answer_that_fits(tiny):
     assert cut.answer_spans == full.answer_spans[:2]
     assert len(cut.input_ids) == full.answer_spans[1][1]
     assert tokenize_example(tokenizer, conversation, max_length=full.answer_spans[0][0]) is None
+
+
+def test_judge_examples_answer_as_the_judge_must_and_parse_back(tmp_path):
+    from sotopia_pi.export import freeze_episode
+    from sotopia_pi.judge import REASONING_MAX_CHARS, load_dimension_set, parse_agent_evaluation
+    from sotopia_pi.store import Store
+    from sotopia_pi.training.judge_examples import fit_reasoning, judge_examples
+    from tests.curation_helpers import add_episode, seed_profiles
+
+    store = Store(tmp_path / "s.sqlite3")
+    seed_profiles(store)
+    episode = add_episode(store, (9, 3))
+    frozen = freeze_episode(store, episode.id)
+    dimensions = load_dimension_set("sotopia")
+    examples = judge_examples([frozen], [(episode.id, 0), (episode.id, 1)], dimensions)
+    assert [e.side for e in examples] == [0, 1]
+    for example in examples:
+        answer = example.messages[-1].content
+        parsed = parse_agent_evaluation(answer, dimensions)
+        expected = frozen.evaluation.agents[example.side].scores
+        assert {k: v.score for k, v in parsed.scores.items()} == {k: v.score for k, v in expected.items()}
+        assert list(json.loads(answer)) == sorted(expected)
+        assert example.messages[0].role == "system" and example.targets == [len(example.messages) - 1]
+    sentence = "She kept the secret about the loan and steered the talk back to the rent, which she wanted settled today. "
+    assert fit_reasoning(sentence + "Then she " + "rambled on " * 10) == sentence.strip()
+    cut = fit_reasoning("word " * 60)
+    assert len(cut) <= REASONING_MAX_CHARS and cut.endswith("word")
+    assert fit_reasoning("  short   and   spaced ") == "short and spaced"

@@ -17,6 +17,7 @@ def train_command(
     base: Annotated[str, typer.Option("--base", help="embedded, hf:DIR or hf:DIR#gguf=FILE.")] = "embedded",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its last checkpoint.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    task: Annotated[str, typer.Option("--task", help="agent (the agents' actions) or judge (the terminal evaluations).")] = "agent",
     layout: Annotated[str, typer.Option("--layout", help="conversation (each side's episode once) or turn (one example per answer).")] = "conversation",
     epochs: Annotated[float, typer.Option(help="Passes over the training examples.")] = 2.0,
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine schedule).")] = 5e-5,
@@ -48,7 +49,7 @@ def train_command(
 
     try:
         config = TrainConfig(
-            snapshot=snapshot, base=base, name=name, layout=layout, epochs=epochs, learning_rate=learning_rate,
+            snapshot=snapshot, base=base, name=name, task=task, layout=layout, epochs=epochs, learning_rate=learning_rate,
             lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, targets=[t.strip() for t in targets.split(",") if t.strip()],
             batch_size=batch_size, grad_accumulation=grad_accumulation, warmup_ratio=warmup_ratio, max_length=max_length,
             heldout_fraction=heldout, seed=seed, device=device, threads=threads, save_every=save_every,

@@ -92,13 +92,13 @@ def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, r
     if run_dir.exists() and any(run_dir.iterdir()):
         raise TrainingError(f"a run named {config.name!r} already exists in {run_dir}; use --resume to continue it or pick another name")
     per_turn = snapshot_examples(snapshot)
-    examples = build_training_examples(per_turn, config.layout)
+    examples = _examples_for_task(snapshot, per_turn, config)
     train, heldout = split_by_episode(examples, config.heldout_fraction, config.seed)
     tokenizer = tokenizer or load_tokenizer(config.base)
     train_tokens, dropped_train = tokenize_examples(tokenizer, train, config.max_length)
     eval_tokens, dropped_eval = tokenize_examples(tokenizer, heldout, config.max_length)
     if not train_tokens:
-        raise TrainingError(f"snapshot {config.snapshot!r} gives no training example that fits in {config.max_length} tokens")
+        raise TrainingError(f"snapshot {config.snapshot!r} gives no {config.task} training example that fits in {config.max_length} tokens")
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_examples(run_dir / EXAMPLES_FILE, train_tokens, eval_tokens)
     (run_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
@@ -107,7 +107,7 @@ def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, r
         config=config,
         run_dir=run_dir,
         snapshot_digest=snapshot.manifest.digest,
-        answers=len(per_turn),
+        answers=len(per_turn) if config.task == "agent" else len(examples),
         train_examples=len(train_tokens),
         eval_examples=len(eval_tokens),
         dropped_examples=dropped_train + dropped_eval,
@@ -118,6 +118,19 @@ def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, r
     )
     (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
     return plan
+
+
+def _examples_for_task(snapshot, per_turn: list, config: TrainConfig) -> list:
+    if config.task == "agent":
+        return build_training_examples(per_turn, config.layout)
+    from ..judge import load_dimension_set
+    from .judge_examples import judge_examples
+
+    sides = [(ref.episode_id, ref.side) for ref in snapshot.manifest.sides]
+    examples = judge_examples(snapshot.episodes, sides, load_dimension_set("sotopia"))
+    if not examples:
+        raise TrainingError(f"snapshot {config.snapshot!r} has no side with a complete terminal evaluation to learn from")
+    return examples
 
 
 def _existing_plan(run_dir: Path, config: TrainConfig, digest: str) -> TrainingPlan:

@@ -41,9 +41,19 @@ ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 
 
+EVENTS_FILE = "events.jsonl"
+_events_log: Path | None = None
+
+
 def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    """One progress line on stdout for the launcher, and the same line in RUN_DIR/events.jsonl so
+    that a run can be followed (tail -f) or inspected after the fact."""
+    line = json.dumps({"event": event, **fields}) + "\n"
+    sys.stdout.write(line)
     sys.stdout.flush()
+    if _events_log is not None:
+        with open(_events_log, "a", encoding="utf-8") as handle:
+            handle.write(line)
 
 
 def read_examples(run_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -327,7 +337,9 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m sotopia_pi.training.worker RUN_DIR [--resume]", file=sys.stderr)
         return 2
+    global _events_log
     run_dir = Path(argv[0])
+    _events_log = run_dir / EVENTS_FILE
     try:
         result = train(run_dir, resume="--resume" in argv[1:])
     except Exception as error:  # the launcher shows this message; the traceback goes to stderr
