@@ -21,6 +21,7 @@ from sotopia_pi.config import Settings
 from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.store import Store
 
+from .screens.adapter_picker import AdapterPickerScreen
 from .screens.character_editor import CharacterEditorScreen
 from .screens.curation import CurationScreen
 from .screens.episode import EpisodeScreen
@@ -31,6 +32,7 @@ from .screens.library import LibraryScreen
 from .screens.reasoning import ReasoningScreen
 from .screens.scenario_editor import ScenarioEditorScreen
 from .screens.settings import SettingsScreen
+from .screens.train import TrainScreen
 from .screens.turn_editor import TurnEditorScreen
 from .widgets.filter_bar import ActiveFilters
 
@@ -61,6 +63,7 @@ class SotopiaApp(App):
         "settings": SettingsScreen,
         "curation": CurationScreen,
         "generate": GenerateScreen,
+        "train": TrainScreen,
     }
     DEFAULT_MODE = "library"
     BINDINGS = [
@@ -70,6 +73,7 @@ class SotopiaApp(App):
         Binding("f4", "switch_mode('settings')", "Settings"),
         Binding("f5", "switch_mode('generate')", "Generate"),
         Binding("f6", "switch_mode('curation')", "Curation"),
+        Binding("f7", "switch_mode('train')", "Train"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -125,6 +129,8 @@ class SotopiaApp(App):
             ("Curation (F6)", CurationScreen.BINDINGS),
             ("Curation: active filter list", ActiveFilters.BINDINGS),
             ("Curation: turn editor (e)", TurnEditorScreen.BINDINGS),
+            ("Train (F7)", TrainScreen.BINDINGS),
+            ("Adapter picker (a in a live episode, ^p in the library)", AdapterPickerScreen.BINDINGS),
         ]
         self.push_screen(HelpScreen(sections))
 

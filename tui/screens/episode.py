@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
+from sotopia_pi.adapters import list_adapters
 from sotopia_pi.backends import ChatBackend, create_backend, parse_model_name
 from sotopia_pi.episode import Episode, EpisodeStatus, Evaluation
 from sotopia_pi.judge import load_dimension_set
@@ -28,7 +29,8 @@ from sotopia_pi.store import Store
 from ..messages import EvaluationArrived, PostingEvents, StatusChanged, TokenStreamed, TurnCommitted, TurnStarted
 from ..widgets.scores import ScorePanel
 from ..widgets.takeover import ActionChosen, TakeoverPanel
-from ..widgets.transcript import Transcript
+from ..widgets.transcript import Transcript, adapter_label
+from .adapter_picker import AdapterPick, AdapterPickerScreen
 from .reasoning import ReasoningScreen
 
 ACTIVE = (WorkerState.PENDING, WorkerState.RUNNING)
@@ -52,6 +54,7 @@ class EpisodeScreen(Screen):
         Binding("2", "take_over(1)", "Play side 2"),
         Binding("h,ctrl+b", "hand_back", "Hand back", key_display="h/^b"),
         Binding("r", "reasoning", "Reasoning"),
+        Binding("a", "pick_adapter", "Swap adapter"),
         Binding("escape", "leave", "Back"),
     ]
 
@@ -102,6 +105,7 @@ class EpisodeScreen(Screen):
         self._busy[self.episode.id] = self
         self.query_one(Transcript).load(self.runner.turns)
         self._refresh_scores()
+        self._show_swaps()
         self._show_takeover()
         self._error = self.episode.last_error
         self._refresh_header()
@@ -217,6 +221,13 @@ class EpisodeScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "control" and event.state == WorkerState.ERROR:
             self.notify(str(event.worker.error), title="Could not switch sides", severity="error")
+        if event.worker.group == "adapter" and event.state == WorkerState.ERROR:
+            self.notify(
+                f"{event.worker.error}\nThe side keeps the model it had.",
+                title="Could not swap the adapter",
+                severity="error",
+                timeout=15,
+            )
         if event.worker is not self._worker or event.state in ACTIVE:
             return
         if event.state == WorkerState.ERROR:
@@ -255,6 +266,7 @@ class EpisodeScreen(Screen):
     @on(TurnCommitted)
     def _turn_committed(self, message: TurnCommitted) -> None:
         self.query_one(Transcript).commit(message.turn)
+        self._show_swaps()
         self._current = None
         self._refresh_header()
         self._show_takeover()
@@ -361,6 +373,66 @@ class EpisodeScreen(Screen):
                     self.runner.take_over(side)
                 elif not wanted and self.runner.is_human(side):
                     self.runner.hand_back(side)
+
+    # -- adapters -------------------------------------------------------------------------
+
+    def _show_swaps(self) -> None:
+        """Mark on the score chart the turns from which a side played with another adapter."""
+        changes = self.query_one(Transcript).changes
+        swaps = [(c.index, c.side, adapter_label(c.adapter)) for c in changes if not c.first]
+        self.query_one(ScorePanel).show_swaps(swaps)
+
+    def model_sides(self) -> dict[int, str]:
+        """The sides a model plays (possibly on hold while a person plays it), with labels."""
+        return {
+            side: f"{self.names[side]} (side {side + 1})"
+            for side in (0, 1)
+            if not parse_model_name(self.episode.agent_models[side]).is_human
+        }
+
+    def action_pick_adapter(self) -> None:
+        if self.finished:
+            self.notify("The episode is over; there is no next turn to play with another adapter.")
+            return
+        sides = self.model_sides()
+        if not sides:
+            self.notify("Both sides are played by people; only a model has an adapter.")
+            return
+        try:
+            records = list_adapters(self.store)
+        except Exception as error:  # a record that no longer validates
+            self.notify(str(error), title="Cannot read the adapters", severity="error")
+            return
+        specs = {side: parse_model_name(self.episode.agent_models[side]) for side in sides}
+        self.app.push_screen(
+            AdapterPickerScreen(
+                records,
+                title="Swap the adapter from the side's next turn (the base model stays loaded)",
+                sides=sides,
+                side=min(sides),
+                bases={side: spec.with_adapter(None).name for side, spec in specs.items()},
+                current={side: adapter_label(spec.adapter) if spec.adapter else None for side, spec in specs.items()},
+            ),
+            self._adapter_picked,
+        )
+
+    def _adapter_picked(self, pick: AdapterPick | None) -> None:
+        if pick is None:
+            return
+        reference = pick.record.reference if pick.record is not None else None
+        what = f"adapter {reference}" if reference else "the base model"
+        self.notify(f"{self.names[pick.side]} plays with {what} from its next turn.", timeout=4)
+        self._swap_adapter(pick.side, reference)
+
+    @work(thread=True, exit_on_error=False, group="adapter", description="swapping an adapter")
+    def _swap_adapter(self, side: int, reference: str | None) -> None:
+        """Off the UI thread: the runner waits for the side's turn in progress to be committed."""
+        self.runner.set_adapter(side, reference)
+        self.app.call_from_thread(self._adapter_swapped, side)
+
+    def _adapter_swapped(self, side: int) -> None:
+        self.episode.agent_models[side] = self.runner.episode.agent_models[side]
+        self._refresh_header()
 
     def action_reasoning(self) -> None:
         evaluation = self.query_one(ScorePanel).evaluation

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -11,12 +13,14 @@ from textual.screen import Screen
 from textual.widgets import Header, Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from sotopia_pi.adapters import list_adapters
 from sotopia_pi.catalog import CatalogError, is_pulled, load_catalog
 from sotopia_pi.config import Settings
 from sotopia_pi.profiles import Character, RelationshipLevel, Scenario, valid_pairs
 from sotopia_pi.runner import EpisodeSetup, new_episode
 from sotopia_pi.visibility import render_goal
 
+from .adapter_picker import AdapterPick, AdapterPickerScreen
 from .character_editor import CharacterEditorScreen
 from .scenario_editor import ScenarioEditorScreen
 
@@ -110,6 +114,7 @@ class LibraryScreen(Screen):
         Binding("slash", "search", "Search"),
         Binding("ctrl+t", "switch_list", "Scenarios/characters"),
         Binding("ctrl+r", "start", "Start episode"),
+        Binding("ctrl+p", "play_adapter", "Play vs adapter"),
         Binding("ctrl+n", "new_record", "New"),
         Binding("ctrl+o", "edit_record", "Edit"),
     ]
@@ -419,8 +424,41 @@ class LibraryScreen(Screen):
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
         setup = self.current_setup()
-        if setup is None:
+        if setup is not None:
+            self.start_episode(setup)
+
+    def action_play_adapter(self) -> None:
+        """You play side 1 against side 2's model with a trained adapter: pick it, Enter starts."""
+        if self.current_setup() is None:
             return
+        try:
+            records = list_adapters(self.app.store)  # type: ignore[attr-defined]
+        except Exception as error:  # a record that no longer validates
+            self.notify(str(error), title="Cannot read the adapters", severity="error")
+            return
+        if not records:
+            self.notify("No trained adapter yet: train one on the Train screen (F7).", severity="warning")
+            return
+        names = [self.characters[str(self.query_one(f"#character{side}", Select).value)].name for side in (1, 2)]
+        self.app.push_screen(
+            AdapterPickerScreen(
+                records,
+                title=f"You play {names[0]}; {names[1]} is played by the adapter you pick. Enter starts.",
+                sides={1: f"{names[1]} (side 2)"},
+                side=1,
+                with_base=False,
+            ),
+            self._play_against,
+        )
+
+    def _play_against(self, pick: AdapterPick | None) -> None:
+        setup = self.current_setup()
+        if pick is None or pick.record is None or setup is None:
+            return
+        opponent = f"{pick.record.base_model}+adapter={pick.record.reference}"
+        self.start_episode(replace(setup, agent_models=(HUMAN, opponent)))
+
+    def start_episode(self, setup: EpisodeSetup) -> None:
         app = self.app
         try:
             episode = new_episode(app.store, setup)  # type: ignore[attr-defined]

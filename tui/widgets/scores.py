@@ -13,6 +13,7 @@ from sotopia_pi.episode import Evaluation
 from sotopia_pi.judge import DimensionSet
 
 BARS = "▁▂▃▄▅▆▇█"
+SWAP_MARK = "┃"  # in a side's trend: its adapter changed here
 
 
 def spark(values: Sequence[float], low: float, high: float) -> str:
@@ -80,21 +81,46 @@ def score_table(
     return table
 
 
+def marked_spark(values: Sequence[tuple[int, float]], swaps: Sequence[int], low: float, high: float) -> Text:
+    """The spark line of (after turn, score) pairs with SWAP_MARK before the first evaluation
+    that saw each swap (a swap from turn k shows in evaluations after turn k or later)."""
+    text = Text()
+    pending = sorted(swaps)
+    for after_turn, value in values:
+        while pending and pending[0] <= after_turn:
+            text.append(SWAP_MARK, style="bold magenta")
+            pending.pop(0)
+        text.append(spark([value], low, high))
+    for _ in pending:  # no evaluation since the swap yet
+        text.append(SWAP_MARK, style="bold magenta")
+    return text
+
+
 def trend_lines(
-    history: Sequence[Evaluation], names: tuple[str, str], dimensions: DimensionSet
+    history: Sequence[Evaluation],
+    names: tuple[str, str],
+    dimensions: DimensionSet,
+    swaps: Sequence[tuple[int, int, str]] = (),
 ) -> list[Text]:
-    """Overall score per evaluation, per side: ▁ is the lowest possible, █ the highest."""
+    """Overall score per evaluation, per side: ▁ is the lowest possible, █ the highest.
+    `swaps` (turn index, side, label): a side's adapter changed from that turn; each shows as
+    SWAP_MARK in its side's line and in a legend line."""
     low, high = overall_range(dimensions)
     lines = []
     for side in (0, 1):
         values = [
-            e.agents[side].overall
+            (e.after_turn, e.agents[side].overall)
             for e in history
             if e.agents[side].ok and e.agents[side].overall is not None
         ]
-        chart = spark(values, low, high) if values else "(no scores yet)"
-        last = f" {values[-1]:.2f}" if values else ""
+        side_swaps = [turn for turn, swap_side, _ in swaps if swap_side == side]
+        chart = marked_spark(values, side_swaps, low, high)
+        if not values:
+            chart.append("(no scores yet)")
+        last = f" {values[-1][1]:.2f}" if values else ""
         lines.append(Text.assemble((f"{_short(names[side]):<11}", "bold"), chart, last))
+    for turn, side, label in swaps:
+        lines.append(Text.assemble((SWAP_MARK, "bold magenta"), f" {_short(names[side])}: {label} from turn #{turn}"))
     return lines
 
 
@@ -118,6 +144,7 @@ class ScorePanel(Static):
         self.evaluation: Evaluation | None = None
         self.history: list[Evaluation] = []
         self.note = ""
+        self.swaps: list[tuple[int, int, str]] = []
 
     def on_mount(self) -> None:
         self._redraw()
@@ -128,6 +155,12 @@ class ScorePanel(Static):
         self.note = note
         self._redraw()
 
+    def show_swaps(self, swaps: Sequence[tuple[int, int, str]]) -> None:
+        """Adapter swaps to mark on the trend: (turn index, side, label)."""
+        if list(swaps) != self.swaps:
+            self.swaps = list(swaps)
+            self._redraw()
+
     def _redraw(self) -> None:
         parts: list = [evaluation_title(self.evaluation)]
         if self.note:
@@ -135,7 +168,7 @@ class ScorePanel(Static):
         parts.append(score_table(self.evaluation, self.names, self.dimensions))
         parts.extend(failures(self.evaluation, self.names))
         parts.append(Text(f"overall per evaluation ({len(self.history)} so far)", style="dim"))
-        parts.extend(trend_lines(self.history, self.names, self.dimensions))
+        parts.extend(trend_lines(self.history, self.names, self.dimensions, self.swaps))
         self.update(Group(*parts))
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
+from sotopia_pi.backends import ModelNameError, parse_model_name
 from sotopia_pi.episode import ActionType, Turn
 
 ACTION_LABELS = {
@@ -15,6 +19,60 @@ ACTION_LABELS = {
     ActionType.action: "acts",
     ActionType.leave: "leaves",
 }
+
+
+@dataclass(frozen=True)
+class AdapterChange:
+    """From turn `index` on, `side`'s model played with `adapter` (None: the base model)."""
+
+    index: int
+    side: int
+    adapter: str | None
+    first: bool = False  # the side's first model turn (it started with this adapter)
+
+
+def turn_adapter(turn: Turn) -> str | None:
+    """The adapter a model's turn was played with, from the model name the turn records."""
+    try:
+        return parse_model_name(turn.model).adapter
+    except (ModelNameError, ValueError):
+        return None
+
+
+def adapter_label(adapter: str | None) -> str:
+    """A short name: `NAME@vN` for a registered adapter's file, a path's last part, or as given."""
+    if not adapter:
+        return "the base model"
+    parts = Path(adapter).parts
+    for position in range(len(parts) - 2):  # <home>/adapters/NAME/vN/...
+        name, version = parts[position + 1], parts[position + 2]
+        if parts[position] == "adapters" and version[:1] == "v" and version[1:].isdigit():
+            return f"{name}@{version}"
+    return parts[-1] if len(parts) > 1 else adapter
+
+
+def adapter_changes(turns: list[Turn]) -> list[AdapterChange]:
+    """Where a side's adapter changed between two of its model turns (a person's turns are
+    skipped), and the adapter each side started with when it had one."""
+    last: dict[int, str | None] = {}
+    changes = []
+    for turn in sorted(turns, key=lambda t: t.index):
+        if turn.by_human:
+            continue
+        adapter = turn_adapter(turn)
+        if turn.agent not in last:
+            if adapter:
+                changes.append(AdapterChange(turn.index, turn.agent, adapter, first=True))
+        elif last[turn.agent] != adapter:
+            changes.append(AdapterChange(turn.index, turn.agent, adapter))
+        last[turn.agent] = adapter
+    return changes
+
+
+def change_text(change: AdapterChange, speaker: str) -> str:
+    what = f"adapter {adapter_label(change.adapter)}" if change.adapter else "the base model"
+    verb = "plays" if change.first else "now plays"
+    return f"— {speaker} {verb} with {what} —"
 
 
 def turn_text(index: int, speaker: str, action: str, argument: str, note: str = "") -> Text:
@@ -46,6 +104,7 @@ class TurnView(Widget):
         self.by_human = by_human
         self.streamed = ""
         self.committed: Turn | None = None
+        self.change_note = ""  # "— Tomas now plays with adapter bc-1@v1 —" above the turn
         if turn is not None:
             self.commit(turn)
         else:
@@ -53,6 +112,12 @@ class TurnView(Widget):
             self.set_class(True, "pending")
 
     def render(self) -> Text:
+        body = self._body()
+        if not self.change_note:
+            return body
+        return Text.assemble((self.change_note, "bold magenta"), "\n", body)
+
+    def _body(self) -> Text:
         turn = self.committed
         if turn is None:
             if self.by_human:
@@ -61,6 +126,11 @@ class TurnView(Widget):
         who = self.speaker + (" (you)" if turn.by_human else "")
         note = f"({turn.parse_note})" if turn.parse_note else ""
         return turn_text(turn.index, who, ACTION_LABELS[turn.action_type], turn.argument, note)
+
+    def mark_change(self, note: str) -> None:
+        self.change_note = note
+        self.set_class(bool(note), "adapter-change")
+        self.refresh(layout=True)
 
     def stream(self, argument: str) -> None:
         if self.committed is None:
@@ -82,6 +152,7 @@ class Transcript(VerticalScroll):
         self.names = names
         self.can_focus = True
         self._views: dict[int, TurnView] = {}
+        self.changes: list[AdapterChange] = []
 
     def _follow(self) -> None:
         """Keep the newest turn in view, unless the user scrolled up to read. (Textual's
@@ -118,6 +189,16 @@ class Transcript(VerticalScroll):
             self._add(TurnView(turn.index, turn.agent, self.names[turn.agent], turn=turn))
         else:
             view.commit(turn)
+        self._mark_changes()
+
+    def _mark_changes(self) -> None:
+        """Mark the turns from which a side played with another adapter (or the base again)."""
+        turns = [view.committed for view in self._views.values() if view.committed is not None]
+        self.changes = adapter_changes(turns)
+        notes = {c.index: change_text(c, self.names[c.side]) for c in self.changes}
+        for index, view in self._views.items():
+            if view.change_note != notes.get(index, ""):
+                view.mark_change(notes.get(index, ""))
 
     def drop_pending(self) -> None:
         """Remove an attempt that was abandoned (pause, stop) and will be replayed later."""
@@ -129,8 +210,13 @@ class Transcript(VerticalScroll):
     def load(self, turns: list[Turn]) -> None:
         views = [TurnView(t.index, t.agent, self.names[t.agent], turn=t) for t in turns]
         self._views.update((view.index, view) for view in views)
+        self._mark_changes()
         self.mount_all(views)
         self.call_after_refresh(self.scroll_end, animate=False)
+
+    def text(self) -> str:
+        """Everything the transcript shows, in turn order (for tests and copying)."""
+        return "\n".join(self._views[index].render().plain for index in sorted(self._views))
 
     def last_text(self) -> str:
         if not self._views:
