@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from .backends import BackendError, Cancelled, ChatBackend
 from .episode import ChatMessage, utc_now
+from .model_text import read_json
 from .library import (
     CATEGORIES,
     PAIRINGS_PER_SCENARIO,
@@ -194,10 +195,10 @@ def parse_answer(text: str) -> Scenario:
 def _parse(text: str) -> tuple[Scenario, list[str]]:
     """The scenario in an answer and a note for each repair made to it."""
     notes: list[str] = []
-    try:
-        data = json.loads(text, strict=False)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error.msg} at character {error.pos})") from None
+    read = read_json(text, repair=False)
+    if read.problem:
+        raise ValueError(read.problem)
+    data = read.value
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(ANSWER_FIELDS))

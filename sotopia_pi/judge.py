@@ -24,7 +24,8 @@ from . import paths
 from .backends import BackendError, Cancelled, ChatBackend
 from .episode import AgentEvaluation, ChatMessage, DimensionScore, Evaluation, Turn
 from .profiles import Character, Scenario
-from .prompts import history_lines, load_json_object
+from .model_text import clean_text, read_json_object
+from .prompts import history_lines
 from .visibility import judge_view
 
 REASONING_MAX_CHARS = 160
@@ -136,10 +137,19 @@ def judge_messages(
 
 
 def parse_agent_evaluation(text: str, dimensions: DimensionSet) -> AgentEvaluation:
-    """Scores from a judge's answer, or a failure naming what was wrong. Never a made-up score."""
-    data = load_json_object(text)
+    """Scores from a judge's answer, or a failure naming what was wrong. Never a made-up score,
+    and never an exception, whatever the text."""
+    read = read_json_object(text)
+    data = read.value
     if data is None:
-        return AgentEvaluation(failure=f"judge output is not JSON: {text[:120]!r}")
+        return AgentEvaluation(failure=f"judge output is not JSON ({read.problem}): {clean_text(text[:120])!r}")
+    try:
+        return _scores_from(data, dimensions)
+    except (ValueError, TypeError, RecursionError) as error:  # a shape no check above foresaw
+        return AgentEvaluation(failure=f"judge output could not be read: {type(error).__name__}")
+
+
+def _scores_from(data: dict, dimensions: DimensionSet) -> AgentEvaluation:
     scores: dict[str, DimensionScore] = {}
     for dim in dimensions.dimensions:
         entry = data.get(dim.name)
@@ -158,7 +168,7 @@ def parse_agent_evaluation(text: str, dimensions: DimensionSet) -> AgentEvaluati
             return AgentEvaluation(
                 failure=f"{dim.name}: score {score} is outside {dim.low}..{dim.high}"
             )
-        scores[dim.name] = DimensionScore(score=score, reasoning=str(entry.get("reasoning", "")))
+        scores[dim.name] = DimensionScore(score=score, reasoning=clean_text(str(entry.get("reasoning", ""))))
     return AgentEvaluation(scores=scores, overall=overall_score(scores))
 
 

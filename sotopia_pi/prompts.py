@@ -17,10 +17,10 @@ import json
 import re
 from collections.abc import Sequence
 
-import json_repair
 from pydantic import ValidationError
 
-from .episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Turn
+from .episode import ACTION_TYPES, ARGUMENT_MAX_CHARS, ActionType, AgentAction, ChatMessage, Turn
+from .model_text import clean_text, one_line, read_json_object
 from .visibility import View
 
 HISTORY_HEADER = "Conversation so far:"
@@ -45,7 +45,10 @@ def system_prompt(name: str, view: View) -> str:
 
 
 def turn_line(turn_index: int, name: str, action: AgentAction) -> str:
-    return f"Turn #{turn_index}: {name} {action.to_natural_language()}"
+    """One line of a transcript; the argument is folded onto that line, so a reply holding a
+    newline and "Turn #k: ..." cannot pass for a turn of its own."""
+    shown = action.model_copy(update={"argument": one_line(action.argument)})
+    return f"Turn #{turn_index}: {one_line(name)} {shown.to_natural_language()}"
 
 
 def history_lines(turns: Sequence[Turn], names: Sequence[str]) -> list[str]:
@@ -138,20 +141,9 @@ _TYPE_ALIASES = {
 
 def load_json_object(text: str) -> dict | None:
     """The first JSON object in a model's text, repairing what small models get wrong
-    (code fences, trailing commas, unquoted keys, cut-off strings). None if there is none."""
-    stripped = text.strip()
-    if not stripped:
-        return None
-    try:
-        value = json.loads(stripped, strict=False)
-    except json.JSONDecodeError:
-        start = stripped.find("{")
-        if start < 0:
-            return None
-        value = json_repair.loads(stripped[start:])
-    if isinstance(value, list):
-        value = next((item for item in value if isinstance(item, dict)), None)
-    return value if isinstance(value, dict) else None
+    (code fences, trailing commas, unquoted keys, cut-off strings). None if there is none;
+    never raises (see `model_text.read_json`)."""
+    return read_json_object(text).value
 
 
 def parse_action(text: str) -> tuple[AgentAction, str]:
@@ -160,17 +152,22 @@ def parse_action(text: str) -> tuple[AgentAction, str]:
     Plain prose with no JSON becomes speech: a model that forgot the format still meant to say
     something, and turning it into "none" would end the episode as stale.
     """
-    data = load_json_object(text)
+    text = clean_text(text if isinstance(text, str) else "")
+    read = read_json_object(text)
+    data = read.value
     if data is None:
         prose = text.strip()
         if not prose:
             return AgentAction(action_type=ActionType.none), "empty output; taken as none"
+        if prose.lstrip().startswith(("{", "[")):
+            prose = prose[:ARGUMENT_MAX_CHARS]
+            return AgentAction(action_type=ActionType.speak, argument=prose), f"{read.problem}; taken as speech"
         return AgentAction(action_type=ActionType.speak, argument=prose), "no JSON; taken as speech"
     if "properties" in data and isinstance(data["properties"], dict):
         data = data["properties"]
     raw_type = str(data.get("action_type", "")).strip().lower()
     argument = data.get("argument", "")
-    argument = argument if isinstance(argument, str) else json.dumps(argument)
+    argument = argument if isinstance(argument, str) else _as_text(argument)
     note = ""
     try:
         action_type = ActionType(raw_type)
@@ -185,6 +182,14 @@ def parse_action(text: str) -> tuple[AgentAction, str]:
         return AgentAction(action_type=ActionType.none), f"invalid action: {error}"
 
 
+def _as_text(value: object) -> str:
+    """A non-string argument as JSON text (numbers too long to print become their type)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return type(value).__name__
+
+
 _PARTIAL_ARGUMENT = re.compile(r'"argument"\s*:\s*"((?:[^"\\]|\\.)*)', re.S)
 
 
@@ -197,6 +202,6 @@ def partial_argument(streamed: str) -> str:
     if raw.endswith("\\"):
         raw = raw[:-1]
     try:
-        return json.loads(f'"{raw}"', strict=False)
+        return clean_text(json.loads(f'"{raw}"', strict=False))
     except json.JSONDecodeError:
-        return raw.replace('\\"', '"').replace("\\n", "\n")
+        return clean_text(raw.replace('\\"', '"').replace("\\n", "\n"))

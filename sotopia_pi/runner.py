@@ -40,6 +40,7 @@ from .episode import (
     action_json_schema,
 )
 from .judge import Judge, LiveEvaluator, load_dimension_set
+from .model_text import clean_text
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn, parse_action, partial_argument
 from .store import Store
@@ -446,7 +447,8 @@ class EpisodeRunner:
             return None
         finally:
             self._current_side = None
-        action, note = parse_action(completion.text)
+        raw_output = clean_text(completion.text or "")
+        action, note = parse_action(raw_output)
         turn = Turn(
             episode_id=self.episode.id,
             index=index,
@@ -456,7 +458,7 @@ class EpisodeRunner:
             model="human" if by_human else backend.name,
             by_human=by_human,
             prompt=messages,
-            raw_output=completion.text,
+            raw_output=raw_output,
             parse_note=note,
             latency_ms=completion.latency_ms or (time.perf_counter() - started) * 1000,
             prompt_tokens=completion.prompt_tokens,
@@ -482,8 +484,9 @@ class EpisodeRunner:
             evaluation = judge.evaluate(
                 self.episode.id, self.scenario, self.characters, self.turns, kind="terminal"
             )
-        except BackendError as error:
-            failure = AgentEvaluation(failure=f"judge model failed: {error}")
+        except Exception as error:  # a judge that cannot load or answer is recorded, never raised
+            reason = str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}"
+            failure = AgentEvaluation(failure=f"judge model failed: {clean_text(reason)}")
             evaluation = Evaluation(
                 episode_id=self.episode.id,
                 kind="terminal",
@@ -497,7 +500,11 @@ class EpisodeRunner:
         return evaluation
 
     def _store_live(self, evaluation: Evaluation) -> None:
-        self.store.add_evaluation(evaluation)
+        try:
+            self.store.add_evaluation(evaluation)
+        except Exception:  # a provisional score is not worth the live judge's thread
+            log.exception("a provisional evaluation of episode %s was not stored", self.episode.id)
+            return
         self.events.evaluation(evaluation)
 
     def _close_live(self) -> None:
