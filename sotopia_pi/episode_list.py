@@ -104,6 +104,7 @@ def list_episodes(
     store: Store, filters: EpisodeFilter | None = None, limit: int = DEFAULT_LIMIT
 ) -> list[EpisodeRow]:
     """Episodes matching `filters`, newest first, at most `limit` of them."""
+    store.reclaim_interrupted()
     where, params = _where(filters or EpisodeFilter())
     sql = _SELECT + where + " ORDER BY ep.created_at DESC, ep.id DESC LIMIT ?"
     with store.transaction() as conn:

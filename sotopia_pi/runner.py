@@ -12,6 +12,7 @@ with the error recorded; nothing already played is lost, and `resume_episode` (o
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -39,6 +40,7 @@ from .episode import (
     Turn,
     action_json_schema,
 )
+from . import leases
 from .judge import Judge, LiveEvaluator, load_dimension_set
 from .model_text import clean_text
 from .profiles import Character, Scenario
@@ -135,6 +137,22 @@ def end_reason(turns: Sequence[Turn], names: Sequence[str], max_turns: int, stal
     return ""
 
 
+def _holding_lease(method):
+    """Run `method` holding the episode's lease; let it go after if it was taken for this call."""
+
+    @functools.wraps(method)
+    def holding(self: "EpisodeRunner", *args, **kwargs):
+        taken_here = self._lease is None
+        self.claim()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if taken_here:
+                self.release()
+
+    return holding
+
+
 class EpisodeRunner:
     def __init__(
         self,
@@ -145,8 +163,13 @@ class EpisodeRunner:
         backends: dict[int, ChatBackend] | None = None,
         judge_backend: ChatBackend | None = None,
         backend_factory: Callable[..., ChatBackend] = create_backend,
+        holder: str | None = None,
     ):
         self.store = store
+        self._holder = holder  # who the episode's lease names (default: the command line)
+        self._lease: leases.Lease | None = None
+        self._heartbeat: leases.Heartbeat | None = None
+        self._lease_lost = threading.Event()
         self.episode = store.episode(episode_id)
         self.scenario: Scenario = store.scenario(self.episode.scenario_id)
         self.characters: tuple[Character, Character] = (
@@ -321,8 +344,42 @@ class EpisodeRunner:
         if replaced is not None and replaced is not backend:
             replaced.close()  # not generating: the swap held the side's turn lock
 
+    # -- the episode's lease -------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Take the episode's lease (no other runner, here or in another process, may play it
+        meanwhile) and reload the episode from the store. `run` and `step` take it themselves
+        for their call; claim it first to hold it across model loading and swaps (`close`
+        lets it go). Raises leases.EpisodeBusy naming the holder."""
+        if self._lease is not None:
+            return
+        self._lease = leases.acquire(self.store, self.episode.id, self._holder)
+        self._lease_lost.clear()
+        self._heartbeat = leases.Heartbeat(self.store, self._lease, self._on_lease_lost)
+        self.episode = self.store.episode(self.episode.id)
+        self.turns = self.store.turns(self.episode.id)
+
+    def release(self) -> None:
+        """Let the episode's lease go (nothing happens when it is not held)."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                leases.release(self.store, lease)
+            except Exception as error:  # a closed store: the lease goes stale with this process
+                log.warning("the lease of episode %s was not released: %s", self.episode.id, error)
+
+    def _on_lease_lost(self) -> None:
+        log.error("episode %s was taken over by another runner; this one stops", self.episode.id)
+        self._lease_lost.set()
+        self._pause.set()
+        self._turn_cancel.set()
+
     # -- running --------------------------------------------------------------------------
 
+    @_holding_lease
     def run(self) -> Episode:
         """Play until the episode ends, is paused, or a backend fails. Returns the episode."""
         self._pause.clear()
@@ -339,6 +396,7 @@ class EpisodeRunner:
             self._close_live()
         return self.episode
 
+    @_holding_lease
     def step(self) -> Turn | None:
         """Play exactly one turn (or finish the episode); leaves it paused if it goes on."""
         if not self._begin():
@@ -382,6 +440,8 @@ class EpisodeRunner:
 
     def _advance(self) -> bool:
         """Play one turn and finish the episode if it is over. False when it cannot go on."""
+        if self._lease_lost.is_set():
+            return False
         if self._stop.is_set():
             self._finish("stopped by the user")
             return False
@@ -514,11 +574,14 @@ class EpisodeRunner:
 
     def _set_status(self, status: EpisodeStatus) -> None:
         self.episode.status = status
+        if self._lease_lost.is_set():
+            return  # another runner has the episode now; this one writes nothing more
         self.store.save_episode(self.episode)
         self.events.status_changed(self.episode)
 
     def close(self) -> None:
-        """Release the models. The episode stays in the store as it is."""
+        """Release the models and the episode's lease. The episode stays in the store as it is."""
+        self.release()
         self._close_live()
         for backend in list(self._models.values()):
             backend.close()

@@ -168,6 +168,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX seed_uses_scenario ON seed_uses(scenario_id);
     """,
+    # episode leases (leases.py): which runner plays an episode, with its heartbeat.
+    """
+    CREATE TABLE IF NOT EXISTS episode_leases (
+        episode_id TEXT PRIMARY KEY REFERENCES episodes(id) ON DELETE CASCADE,
+        token TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -196,6 +208,7 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
+        self.reclaim_interrupted()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -211,6 +224,12 @@ class Store:
                 self._conn.executescript(
                     "BEGIN;" + MIGRATIONS[number] + f"; PRAGMA user_version={number + 1}; COMMIT;"
                 )
+
+    def reclaim_interrupted(self) -> list[str]:
+        """Episodes left `running` by a process that is gone become paused and resumable."""
+        from .leases import reclaim_interrupted
+
+        return reclaim_interrupted(self)
 
     @property
     def schema_version(self) -> int:
@@ -447,6 +466,7 @@ class Store:
 
     def episode_rows(self, **filters: Any) -> list[dict]:
         """Light rows for lists: id, scenario, status, models, turn count; newest first."""
+        self.reclaim_interrupted()
         limit = filters.pop("limit", None)
         clauses, params = self._episode_filters(**filters)
         sql = (

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
@@ -11,6 +14,7 @@ from ..backends import BackendError, ChatBackend, ModelNameError, parse_model_na
 from ..backends.human import HumanBackend
 from ..episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Episode, EpisodeStatus, Turn
 from ..judge import DimensionSetError
+from ..leases import EpisodeBusy, pause_interrupted
 from ..profiles import valid_pairs
 from ..runner import EpisodeError, EpisodeRunner, EpisodeSetup, RunnerEvents, new_episode
 from ..store import NotFound, Store
@@ -178,12 +182,17 @@ def play(store: Store, runner: EpisodeRunner, as_json: bool) -> None:
         f"{names[1]} ({runner.episode.agent_models[1]}); judge: {runner.episode.judge_model or 'none'}"
     )
     try:
-        episode = runner.run()
+        with signals_as_interrupts():
+            episode = runner.run()
     except KeyboardInterrupt:
         runner.pause()
+        runner.close()
+        pause_interrupted(store, runner.episode.id, "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)")
         episode = store.episode(runner.episode.id)
         progress(f"interrupted; the turns played are saved. Continue with: sotopia-pi resume {episode.id}")
         raise typer.Exit(130)
+    except EpisodeBusy as error:
+        raise fail(str(error))
     finally:
         runner.close()
     report(store, episode, as_json)
@@ -192,6 +201,24 @@ def play(store: Store, runner: EpisodeRunner, as_json: bool) -> None:
         progress(f"the episode is paused with {len(store.turns(episode.id))} turns saved; "
                  f"continue it with: sotopia-pi resume {episode.id}")
         raise typer.Exit(2)
+
+
+@contextmanager
+def signals_as_interrupts():
+    """SIGTERM and SIGHUP stop a run the way Ctrl-C does: the episode is paused, not left
+    `running` (only in the main thread, where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    kept = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            signal.signal(number, handler)
 
 
 def report(store: Store, episode: Episode, as_json: bool) -> None:
@@ -284,6 +311,11 @@ def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | Non
         return
     original = list(episode.agent_models)
     runner = EpisodeRunner(store, episode.id, backends=stdin_players(episode.agent_models))
+    try:
+        runner.claim()  # before anything changes: another runner may be playing it
+    except EpisodeBusy as error:
+        runner.close()
+        raise fail(str(error))
     try:
         for side, model in enumerate(switches):
             if model:
