@@ -1,4 +1,4 @@
-"""The SQLite store: profiles, episodes, turns and evaluations.
+"""The SQLite store: profiles, episodes, turns, evaluations and the adapter registry.
 
 One file in WAL mode so that the TUI can read while a runner thread writes and a killed
 process loses nothing that was committed. Records are stored as their pydantic JSON plus the
@@ -167,6 +167,24 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     CREATE INDEX seed_uses_scenario ON seed_uses(scenario_id);
+    """,
+    # 4: the adapter registry (adapters.py): one row per trained version of a named adapter.
+    """
+    CREATE TABLE adapters (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version >= 1),
+        base_model TEXT NOT NULL,
+        base_digest TEXT NOT NULL,
+        snapshot TEXT NOT NULL,
+        snapshot_digest TEXT NOT NULL,
+        hyperparameters TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        peft_dir TEXT NOT NULL,
+        gguf_path TEXT,
+        status TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
     """,
     # episode leases (leases.py): which runner plays an episode, with its heartbeat.
     """
@@ -578,3 +596,64 @@ class Store:
             (episode_id,),
         )
         return Evaluation.model_validate_json(rows[0]["data"]) if rows else None
+
+    # -- adapter registry (records and files: adapters.py) --------------------------------
+
+    _ADAPTER_JSON_COLUMNS = ("hyperparameters", "metrics")
+
+    def add_adapter(self, row: dict[str, Any]) -> None:
+        """Insert one adapter version (every adapters column; JSON columns given as dicts).
+        Raises StoreError when that name and version are already registered."""
+        values = {
+            key: json.dumps(value) if key in self._ADAPTER_JSON_COLUMNS else value
+            for key, value in row.items()
+        }
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        try:
+            with self.transaction() as conn:
+                conn.execute(f"INSERT INTO adapters ({names}) VALUES ({marks})", tuple(values.values()))
+        except sqlite3.IntegrityError as error:
+            raise StoreError(
+                f"adapter {values.get('name')!r} version {values.get('version')} cannot be registered: {error}"
+            ) from None
+
+    def next_adapter_version(self, name: str) -> int:
+        rows = self._query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM adapters WHERE name=?", (name,))
+        return rows[0]["v"]
+
+    def adapter_rows(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Adapter rows by name, then version (all, or every version of one name)."""
+        if name is None:
+            rows = self._query("SELECT * FROM adapters ORDER BY name, version")
+        else:
+            rows = self._query("SELECT * FROM adapters WHERE name=? ORDER BY version", (name,))
+        return [self._adapter_row(row) for row in rows]
+
+    def adapter_row(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """One adapter version; the newest when `version` is None."""
+        if version is None:
+            rows = self._query(
+                "SELECT * FROM adapters WHERE name=? ORDER BY version DESC LIMIT 1", (name,)
+            )
+        else:
+            rows = self._query("SELECT * FROM adapters WHERE name=? AND version=?", (name, version))
+        if not rows:
+            which = f"{name!r}" if version is None else f"{name!r} version {version}"
+            raise NotFound(f"no adapter {which}")
+        return self._adapter_row(rows[0])
+
+    def delete_adapter_rows(self, name: str, version: int | None = None) -> int:
+        """Delete one version (or all versions) of an adapter; returns how many rows went."""
+        with self.transaction() as conn:
+            if version is None:
+                cursor = conn.execute("DELETE FROM adapters WHERE name=?", (name,))
+            else:
+                cursor = conn.execute("DELETE FROM adapters WHERE name=? AND version=?", (name, version))
+        return cursor.rowcount
+
+    def _adapter_row(self, row: sqlite3.Row) -> dict[str, Any]:
+        values = dict(row)
+        for key in self._ADAPTER_JSON_COLUMNS:
+            values[key] = json.loads(values[key])
+        return values

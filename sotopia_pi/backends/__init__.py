@@ -2,9 +2,16 @@
 
 Backend modules are imported lazily: torch/transformers take seconds to import and most runs
 never need them.
+
+`+adapter=X` names a file or folder when X exists, else a registered adapter (`NAME` for its
+newest version, `NAME@vN` for one version; see sotopia_pi/adapters.py): its GGUF for llama.cpp
+models, its PEFT folder for hf: models.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
 
 from .base import (
     AdapterSwapping,
@@ -29,13 +36,30 @@ __all__ = [
     "create_backend",
     "format_model_name",
     "parse_model_name",
+    "resolve_adapter",
 ]
+
+_ADAPTER_FILE_KINDS = {"embedded", "gguf", "catalog", "hf"}
+
+
+def resolve_adapter(spec: ModelSpec) -> ModelSpec:
+    """Replace a registered adapter's name in `spec` by its file (the GGUF for llama.cpp kinds,
+    the PEFT folder for hf:). A path that exists wins; the store is opened only otherwise."""
+    if not spec.adapter or spec.kind not in _ADAPTER_FILE_KINDS or Path(spec.adapter).expanduser().exists():
+        return spec
+    from ..adapters import AdapterError, resolve_adapter_reference
+
+    try:
+        return replace(spec, adapter=str(resolve_adapter_reference(spec.adapter, spec.kind)))
+    except AdapterError as error:
+        raise BackendError(f"{spec.name}: {error}") from None
 
 
 def create_backend(name: str | ModelSpec, **options) -> ChatBackend:
     """Build the backend a model name asks for. Each call returns a new, independent backend
     (each agent gets its own, so that each keeps its own prompt cache)."""
     spec = name if isinstance(name, ModelSpec) else parse_model_name(name)
+    spec = resolve_adapter(spec)
     if spec.kind in {"embedded", "gguf", "catalog"}:
         from .llama_cpp_backend import LlamaCppBackend
 

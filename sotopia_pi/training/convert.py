@@ -15,6 +15,7 @@ What llama.cpp expects of a LoRA GGUF (llama-adapter.cpp):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -144,10 +145,18 @@ def _refuse_unsupported_config(config: dict, config_path: Path) -> None:
 
 
 def read_base_model(base_gguf: Path) -> BaseModelInfo:
-    import gguf
-
+    """Architecture, head counts and tensor shapes of a base GGUF. gguf's reader parses the whole
+    vocabulary (seconds), so the answer is kept per file version for this process."""
     if not base_gguf.is_file():
         raise ConversionError(f"base model {base_gguf} not found")
+    stat = base_gguf.stat()
+    return _read_base_model(base_gguf.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_base_model(base_gguf: Path, size: int, mtime_ns: int) -> BaseModelInfo:
+    import gguf
+
     try:
         reader = gguf.GGUFReader(str(base_gguf))
     except Exception as error:  # gguf raises ValueError, struct.error, IndexError... on junk
