@@ -307,6 +307,8 @@ def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | Non
         raise fail(str(error))
     if episode.status == EpisodeStatus.finished and store.terminal_evaluation(episode.id):
         progress(f"episode {episode.id} is already finished")
+        if not store.terminal_evaluation(episode.id).ok:
+            progress(f"its official score failed; judge it again with: sotopia-pi judge {episode.id}")
         report(store, episode, as_json)
         return
     original = list(episode.agent_models)
@@ -328,6 +330,32 @@ def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | Non
                 runner.set_model(side, model)
         raise fail(f"cannot load a model: {error}; the episode is unchanged")
     play(store, runner, as_json)
+
+
+@app.command("judge")
+def judge_again(
+    episode_id: Annotated[str, typer.Argument(help="episode id (a unique prefix is enough)")],
+    judge: Annotated[Optional[str], typer.Option(help="judge with this model instead of the episode's")] = None,
+    force: Annotated[bool, typer.Option("--force", help="judge again even if the official score is fine")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Judge a finished episode again (its official score failed); the failure stays on record."""
+    from ..rejudge import rejudge_episode
+
+    with open_store() as store:
+        try:
+            evaluation = rejudge_episode(store, episode_id, judge_model=judge, force=force)
+            episode = store.episode(episode_id)
+        except (NotFound, EpisodeError, EpisodeBusy, ModelNameError) as error:
+            raise fail(str(error))
+        earlier = len(store.evaluations(episode.id, kind="terminal")) - 1
+        progress(f"episode {episode.id} judged again by {evaluation.judge_model}; "
+                 f"{earlier} earlier terminal evaluation(s) kept on record")
+        report(store, episode, as_json)
+        if not evaluation.ok:
+            failures = "; ".join(dict.fromkeys(a.failure for a in evaluation.agents if a.failure))
+            progress(f"error: the judge failed again: {failures}")
+            raise typer.Exit(2)
 
 
 @episodes_app.command("list")
