@@ -20,6 +20,8 @@ from pydantic import BaseModel
 
 from . import paths
 from .episode import Episode, EpisodeStatus, Evaluation, Turn, utc_now
+from .model_text import clean_text
+from .redaction import redact
 from .profiles import Character, Pairing, Relationship, Scenario
 
 MIGRATIONS: list[str] = [
@@ -186,7 +188,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, version)
     );
     """,
-    # episode leases (leases.py): which runner plays an episode, with its heartbeat.
+    # 5: episode leases (leases.py): which runner plays an episode, with its heartbeat.
     """
     CREATE TABLE IF NOT EXISTS episode_leases (
         episode_id TEXT PRIMARY KEY REFERENCES episodes(id) ON DELETE CASCADE,
@@ -423,6 +425,7 @@ class Store:
 
     def save_episode(self, episode: Episode) -> None:
         episode.updated_at = utc_now()
+        episode.last_error = redact(clean_text(episode.last_error))
         turn_count = self._query("SELECT COUNT(*) AS n FROM turns WHERE episode_id=?", (episode.id,))
         with self.transaction() as conn:
             conn.execute(
@@ -564,6 +567,9 @@ class Store:
     # -- evaluations ----------------------------------------------------------------------
 
     def add_evaluation(self, evaluation: Evaluation) -> None:
+        for agent in evaluation.agents:
+            if agent.failure:
+                agent.failure = redact(clean_text(agent.failure))
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO evaluations (id, episode_id, kind, after_turn, ok, created_at, data) "

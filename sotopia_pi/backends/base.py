@@ -36,12 +36,18 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from ..episode import ChatMessage
+from ..model_text import clean_text
+from ..redaction import redact
 
 TokenCallback = Callable[[str], None]
 
 
 class BackendError(RuntimeError):
-    """The model could not answer (server down, file missing, timeout). Retrying may help."""
+    """The model could not answer (server down, file missing, timeout). Retrying may help.
+    Its message is cleaned and has its secrets redacted (a server may echo the key)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(redact(clean_text(str(message))), *args)
 
 
 class ModelNameError(ValueError):

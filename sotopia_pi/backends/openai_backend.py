@@ -33,6 +33,7 @@ import httpx
 import openai
 
 from ..episode import ChatMessage
+from ..redaction import register_secret
 from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback
 from .schema import SchemaError, prepare_schema, schema_instruction
 
@@ -86,6 +87,8 @@ class OpenAIBackend:
         self.top_p = top_p
         self.structured_mode = JSON_SCHEMA
         self._mode_lock = threading.Lock()
+        if api_key != NO_KEY:
+            register_secret(api_key)  # redacted from every error text from now on
         self._client = openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key,

@@ -28,7 +28,10 @@ def emit_json(document: Any) -> None:
 
 def fail(message: str, code: int = 1) -> "typer.Exit":
     """Print a clear error on stderr and return the Exit to raise."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    from ..model_text import clean_text
+    from ..redaction import redact
+
+    typer.secho(f"error: {redact(clean_text(str(message)))}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
 
 
