@@ -573,6 +573,8 @@ class ExportReport(BaseModel):
 def write_jsonl(rows: Iterable[dict], path: Path | str) -> int:
     """Write rows to `path` atomically: a crash leaves the old file, never half a new one."""
     target = Path(path)
+    if target.exists() and not target.is_file():  # /dev/stdout, a pipe: write into it, never replace it
+        return _write_into(rows, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     count = 0
@@ -585,6 +587,16 @@ def write_jsonl(rows: Iterable[dict], path: Path | str) -> int:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return count
+
+
+def _write_into(rows: Iterable[dict], target: Path) -> int:
+    """Rows written straight into a file that is not a regular one (a device or a pipe)."""
+    count = 0
+    with target.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

@@ -18,18 +18,34 @@ HOME_ENV = "SOTOPIA_PI_HOME"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+class PathsError(RuntimeError):
+    """A folder sotopia-pi needs cannot be created or used."""
+
+
+def ensure_dir(path: Path, what: str = "folder") -> Path:
+    """Create `path` if needed; PathsError in one clear sentence when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise PathsError(f"the {what} {path} is a file, not a folder; move it away or set {HOME_ENV}") from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise PathsError(f"cannot create the {what} {path}: {reason}; set {HOME_ENV} to a folder you can write") from None
+    if not path.is_dir():
+        raise PathsError(f"the {what} {path} is not a folder; move it away or set {HOME_ENV}")
+    return path
+
+
 def home() -> Path:
     override = os.environ.get(HOME_ENV)
     path = Path(override).expanduser() if override else platformdirs.user_data_path(APP_NAME)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_dir(path, "data folder")
 
 
 def config_dir() -> Path:
     override = os.environ.get(HOME_ENV)
     path = Path(override).expanduser() / "config" if override else platformdirs.user_config_path(APP_NAME)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_dir(path, "config folder")
 
 
 def database_path() -> Path:
@@ -37,15 +53,11 @@ def database_path() -> Path:
 
 
 def models_dir() -> Path:
-    path = home() / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_dir(home() / "models", "models folder")
 
 
 def adapters_dir() -> Path:
-    path = home() / "adapters"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_dir(home() / "adapters", "adapters folder")
 
 
 def library_dir() -> Path:

@@ -215,19 +215,53 @@ class NotFound(StoreError):
     pass
 
 
+def describe_database_error(path: Path, error: sqlite3.Error) -> str:
+    """What an SQLite error on the store's file means, as one sentence to act on."""
+    text = str(error)
+    lowered = text.lower()
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        return (
+            f"{path} is not a usable sotopia-pi database ({text}); move it away to start a new "
+            f"store, or set {paths.HOME_ENV} to another folder"
+        )
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"{path} is read-only ({text}); sotopia-pi needs to write its store there"
+    if "unable to open" in lowered or "cannot open" in lowered:
+        return f"cannot open the store {path} ({text}); check that its folder exists and can be written"
+    if "disk i/o" in lowered:
+        return f"the store {path} cannot be written ({text}); the disk may be full or failing"
+    if "full" in lowered:
+        return f"the disk holding {path} is full ({text}); free some space and try again"
+    if "locked" in lowered or "busy" in lowered:
+        return f"the store {path} is locked by another process ({text}); try again in a moment"
+    return f"the store {path} failed: {text}"
+
+
 class Store:
     """Thread-safe access to one SQLite file. Every write commits before it returns."""
 
     def __init__(self, path: Path | str | None = None):
+        """Open (or create) the store. Raises StoreError, in one sentence, for a file that is
+        not a database, is damaged, cannot be opened or written, or has a newer schema
+        (paths.PathsError for a data folder that cannot be made)."""
         self.path = Path(path) if path else paths.database_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        paths.ensure_dir(self.path.parent, "data folder")
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
+        try:
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        except sqlite3.Error as error:
+            raise StoreError(describe_database_error(self.path, error)) from None
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except (sqlite3.Error, StoreError) as error:
+            self._conn.close()
+            if isinstance(error, StoreError):
+                raise
+            raise StoreError(describe_database_error(self.path, error)) from None
         self.reclaim_interrupted()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -238,7 +272,8 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} has schema version {version}, newer than this sotopia-pi "
-                    f"understands ({SCHEMA_VERSION}); upgrade sotopia-pi"
+                    f"understands ({SCHEMA_VERSION}); it needs a sotopia-pi that knows schema "
+                    f"version {version}: upgrade sotopia-pi"
                 )
             for number in range(version, SCHEMA_VERSION):
                 self._conn.executescript(

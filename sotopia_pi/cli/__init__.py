@@ -26,9 +26,20 @@ __all__ = ["app", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if not args:
-        from tui.app import run_tui
+    try:
+        if not args:
+            from tui.app import run_tui
 
-        run_tui()
-        return
-    app(args=args, prog_name="sotopia-pi")
+            run_tui()
+            return
+        app(args=args, prog_name="sotopia-pi")
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
+    except BrokenPipeError:  # `sotopia-pi ... | head`: the reader has gone, nothing to say
+        sys.stderr.close()
+        raise SystemExit(1) from None
+    except Exception as error:  # one clear line, never a traceback
+        from .failures import exit_on_failure
+
+        exit_on_failure(error)
