@@ -45,8 +45,8 @@ def adapter_line(record: AdapterRecord, side_base: str | None) -> Text:
     summary = heldout_summary(record)
     if summary:
         text.append(f"  · {summary}", style="dim")
-    if record.status == "peft-only":
-        text.append("  · PEFT only (hf: models)", style="yellow")
+    if record.status == "peft-only" and side_base is not None and not side_base.startswith("hf:"):
+        text.append("  · PEFT only: needs an hf: model", style="yellow")
     if side_base is not None and record.base_model != side_base:
         text.append(f"  · trained on another base than {side_base}", style="yellow")
     return text

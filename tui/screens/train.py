@@ -23,7 +23,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, R
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from sotopia_pi.adapters import AdapterRecord
+from sotopia_pi.adapters import AdapterError, AdapterRecord, check_adapter_name
 from sotopia_pi.snapshots import SnapshotManifest, list_snapshots
 from sotopia_pi.store import Store
 from sotopia_pi.training.config import TrainConfig
@@ -127,25 +127,28 @@ class TrainScreen(Screen):
                 yield Input(DEFAULT_BASE, placeholder="embedded, hf:DIR, hf:DIR#gguf=FILE", id="train-base")
                 yield Label("Adapter name", classes="section")
                 yield Input(placeholder="e.g. bc-1", id="train-name")
+                yield Label("Epochs · max steps · max tokens per example", classes="section")
                 with Horizontal(classes="train-numbers"):
-                    yield Input(placeholder="epochs 2", id="train-epochs", classes="train-number")
-                    yield Input(placeholder="steps: all", id="train-steps", classes="train-number")
-                    yield Input(placeholder="max len 2048", id="train-length", classes="train-number")
+                    yield Input(placeholder="2 epochs", id="train-epochs", classes="train-number")
+                    yield Input(placeholder="all steps", id="train-steps", classes="train-number")
+                    yield Input(placeholder="2048 tok", id="train-length", classes="train-number")
                 with Horizontal(id="train-buttons"):
                     yield Button("Plan ^p", id="train-plan-button")
                     yield Button("Start ^r", id="train-start", variant="success")
                     yield Button("Cancel ^s", id="train-cancel", variant="warning")
                     yield Button("Resume ^n", id="train-resume")
-                yield Static(id="train-plan")
-                yield Static(id="train-result")
             with Vertical(id="train-live"):
                 yield Static(id="train-status")
                 yield ProgressBar(id="train-progress", show_eta=False)
+                yield Static(id="train-plan")
+                yield Static(id="train-result")
                 yield PlotextPlot(id="train-plot")
                 yield RichLog(id="train-log", wrap=True, markup=False, max_lines=500)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.query_one("#train-progress", ProgressBar).update(total=1, progress=0)
+        self.query_one("#train-name", Input).focus()
         self._draw_plot()
         self._show_status("Pick a snapshot and a name; ^p shows the plan, ^r starts.")
         self._update_buttons()
@@ -195,6 +198,11 @@ class TrainScreen(Screen):
         name = self.query_one("#train-name", Input).value.strip()
         if not name:
             self._show_error("Give the adapter a name.")
+            return None
+        try:
+            check_adapter_name(name)
+        except AdapterError as error:
+            self._show_error(str(error))
             return None
         options: dict[str, Any] = {
             "snapshot": snapshot,
@@ -349,7 +357,10 @@ class TrainScreen(Screen):
             self._draw_plot()
             self._log(f"step {fields.get('step')}: loss {fields['loss']:.4f}")
         elif kind == "eval":
-            self.eval_losses.append((fields.get("step", 0), float(fields["eval_loss"])))
+            point = (fields.get("step", 0), float(fields["eval_loss"]))
+            if self.eval_losses and self.eval_losses[-1] == point:
+                return  # the final evaluation, reported again at the end of the last epoch
+            self.eval_losses.append(point)
             self._draw_plot()
             self._log(f"eval after epoch {fields.get('epoch', 0):.2f}: held-out loss {fields['eval_loss']:.4f}")
         elif kind == "checkpoint":
@@ -409,9 +420,9 @@ class TrainScreen(Screen):
         plt.title("loss")
         plt.xlabel("step")
         if self.losses:
-            plt.plot([s for s, _ in self.losses], [v for _, v in self.losses], label="train", marker="braille")
+            plt.plot([s for s, _ in self.losses], [v for _, v in self.losses], label="train", marker="braille", color="cyan")
         if self.eval_losses:
-            plt.plot([s for s, _ in self.eval_losses], [v for _, v in self.eval_losses], label="eval", marker="dot")
+            plt.plot([s for s, _ in self.eval_losses], [v for _, v in self.eval_losses], label="eval (held out)", marker="braille", color="orange")
         plot.refresh()
 
     def _log(self, line: str) -> None:
