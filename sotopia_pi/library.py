@@ -470,11 +470,15 @@ class _Reader:
             self.add(path, "file is missing")
             return None
         try:
-            return tomllib.loads(path.read_text(encoding="utf-8"))
+            return tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is fine
         except UnicodeDecodeError as error:
-            self.add(path, f"not UTF-8 text: {error}")
+            self.add(path, f"not UTF-8 text: {error}", line=_line_of_byte(path, error.start))
         except tomllib.TOMLDecodeError as error:
-            self.add(path, f"not valid TOML: {error}")
+            self.add(path, f"not valid TOML: {error}", line=getattr(error, "lineno", None))
+        except (ValueError, RecursionError) as error:  # an integer too long to convert, nesting too deep
+            self.add(path, f"not readable TOML: {type(error).__name__}: {str(error)[:160]}")
+        except OSError as error:
+            self.add(path, f"cannot read the file: {error.strerror or error}")
         return None
 
     def tables(self, path: Path, key: str) -> list[tuple[int | None, dict]]:
@@ -489,10 +493,17 @@ class _Reader:
             self.add(path, f"{key!r} must be a list of [[{key}]] tables")
             return []
         header = re.compile(rf"^\s*\[\[\s*{re.escape(key)}\s*\]\]")
-        lines = [n for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if header.match(text)]
+        lines = [n for n, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1) if header.match(text)]
         if len(lines) != len(tables):  # inline arrays: no header lines to point at
             lines = [None] * len(tables)
         return list(zip(lines, tables))
+
+
+def _line_of_byte(path: Path, offset: int) -> int | None:
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return None
 
 
 def _load_characters(reader: _Reader, root: Path) -> list[Character]:
@@ -590,7 +601,14 @@ def _load_seeds(reader: _Reader, root: Path) -> list[str]:
         return []
     seeds: list[str] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw_bytes in enumerate(path.read_bytes().splitlines(), 1):
+        if number == 1:
+            raw_bytes = raw_bytes.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+        try:
+            raw = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as error:
+            reader.add(path, f"not UTF-8 text: {error}", line=number)
+            continue
         text = raw.strip()
         if not text or text.startswith("#"):
             continue

@@ -61,6 +61,27 @@ def clean_value(value: Any) -> Any:
     return value
 
 
+def lone_surrogate_at(value: Any, path: str = "") -> str | None:
+    """The path (`field[2].name`) of the first string in a JSON value, key or item, that holds a
+    lone surrogate (text that cannot be written as UTF-8); None if there is none."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _SURROGATE.search(str(key)):
+                return where
+            found = lone_surrogate_at(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = lone_surrogate_at(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 @dataclass(frozen=True)
 class JsonRead:
     """What `read_json` made of a text: the value, or None and the reason (`problem`)."""
@@ -99,24 +120,26 @@ def _bounded_int(digits: str) -> int | float:
     return int(digits)
 
 
-def read_json(text: str, *, repair: bool = True) -> JsonRead:
+def read_json(text: str, *, repair: bool = True, clean: bool = True, max_chars: int = MAX_JSON_CHARS) -> JsonRead:
     """Parse JSON from model text (repairing what small models get wrong when `repair`).
 
     Never raises. Too long or too deep a text is refused before parsing; any error of the
-    parser or the repairer becomes the `problem`. Strings in the value are `clean_text`ed.
+    parser or the repairer becomes the `problem`. Strings in the value are `clean_text`ed
+    unless `clean` is False (an importer that reports odd text rather than mending it).
     """
+    tidy = clean_value if clean else (lambda value: value)
     if not isinstance(text, str):
         return JsonRead(problem=f"expected text, got {type(text).__name__}")
     stripped = text.strip()
     if not stripped:
         return JsonRead(problem="empty text")
-    if len(stripped) > MAX_JSON_CHARS:
-        return JsonRead(problem=f"text of {len(stripped)} characters is longer than {MAX_JSON_CHARS}")
+    if len(stripped) > max_chars:
+        return JsonRead(problem=f"text of {len(stripped)} characters is longer than {max_chars}")
     depth = nesting_depth(stripped)
     if depth > MAX_JSON_DEPTH:
         return JsonRead(problem=f"JSON nested {depth} levels deep (at most {MAX_JSON_DEPTH})")
     try:
-        return JsonRead(value=clean_value(json.loads(stripped, strict=False, parse_int=_bounded_int)))
+        return JsonRead(value=tidy(json.loads(stripped, strict=False, parse_int=_bounded_int)))
     except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         strict_problem = f"not valid JSON ({_short(error)})"
     if not repair:
@@ -129,7 +152,7 @@ def read_json(text: str, *, repair: bool = True) -> JsonRead:
     except (Exception, RecursionError) as error:  # json-repair raises AssertionError, ValueError...
         return JsonRead(problem=f"{strict_problem}; repair failed ({type(error).__name__}: {_short(error)})")
     try:
-        return JsonRead(value=clean_value(value), repaired=True)
+        return JsonRead(value=tidy(value), repaired=True)
     except RecursionError:
         return JsonRead(problem="repaired JSON nests too deeply")
 

@@ -164,6 +164,13 @@ class Scenario(Record):
                 raise ValueError(f"age range ({low}, {high}) is empty")
         return ranges
 
+    @field_validator("occupation_constraint", "agent_constraint")
+    @classmethod
+    def _one_list_per_agent(cls, lists: list[list[str]] | None, info) -> list[list[str]] | None:
+        if lists is not None and len(lists) != 2:
+            raise ValueError(f"{info.field_name} needs one list per agent (2), got {len(lists)}")
+        return lists
+
     def admits(self, slot: int, character: Character) -> bool:
         """Whether `character` may play agent `slot` (0 or 1) under the scenario's constraints."""
         if self.age_constraint is not None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .model_text import lone_surrogate_at, read_json
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
 from .store import Store
 from .visibility import HINT_TAG_MARKUP
@@ -414,17 +415,36 @@ def read_objects(path: Path, report: ImportReport) -> Iterator[tuple[int, dict]]
         report.errors.append(ImportIssue(file=path.name, message=f"file not found: {path}"))
         return
     for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             report.errors.append(ImportIssue(file=path.name, line=number, message=f"not UTF-8: {error}"))
             continue
+        try:
+            value = json.loads(text)
         except json.JSONDecodeError as error:
             message = f"invalid JSON at column {error.colno}: {error.msg}"
             report.errors.append(ImportIssue(file=path.name, line=number, message=message))
             continue
+        except (ValueError, RecursionError):  # numbers too long to convert, nesting too deep
+            read = read_json(text, repair=False, clean=False, max_chars=len(text) + 1)
+            if read.problem:
+                report.errors.append(ImportIssue(file=path.name, line=number, message=read.problem))
+                continue
+            value = read.value
+        if isinstance(value, dict):
+            where = lone_surrogate_at(value)
+            if where is not None:
+                field = where.split(".")[0].split("[")[0]
+                report.errors.append(ImportIssue(
+                    file=path.name, line=number, field=field,
+                    message=f"{where} holds a lone surrogate escape (\\ud800-\\udfff), which is not text",
+                ))
+                continue
         if not isinstance(value, dict):
             report.errors.append(
                 ImportIssue(file=path.name, line=number, message=f"expected a JSON object, got {type(value).__name__}")
@@ -494,6 +514,10 @@ def import_sotopia(store: Store, directory: Path | str) -> ImportReport:
                 continue
             except ValidationError as error:
                 report.errors.extend(_validation_issues(kind, line, error))
+                continue
+            except (ValueError, TypeError, RecursionError, OverflowError) as error:  # a shape no check foresaw
+                message = f"cannot read this record: {type(error).__name__}: {str(error)[:200]}"
+                report.errors.append(ImportIssue(file=kind.file, line=line, message=message))
                 continue
             problems = _dangling_references(record, characters, scenarios)
             record_id = record.id  # type: ignore[attr-defined]
