@@ -68,17 +68,24 @@ def run_dir_for(name: str) -> Path:
 
 
 def load_tokenizer(base: str):
-    """The tokenizer of a base model, without loading the weights where that can be avoided."""
-    from .worker import load_base
-
-    if base == "embedded" or "#gguf=" in base:
-        # Tokenizer only from the dequantized cache when present, else via the full load once.
-        _, tokenizer = load_base(base, "cpu", False)
-        return tokenizer
+    """The tokenizer of a base model; for a GGUF base it comes from the dequantized copy when one
+    is cached (a fraction of a second), else from a full load once (which also makes the cache)."""
     from transformers import AutoTokenizer
 
     from ..backends import parse_model_name
+    from .worker import base_spec, load_base
 
+    spec = base_spec(base)
+    if spec.gguf_file:
+        import torch
+
+        from ..backends.transformers_backend import gguf_cache_dir
+
+        cached = gguf_cache_dir((Path(spec.target) / spec.gguf_file).resolve(), torch.float32)
+        if (cached / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(cached, local_files_only=True)
+        _, tokenizer = load_base(base, "cpu", False)
+        return tokenizer
     return AutoTokenizer.from_pretrained(parse_model_name(base).target, local_files_only=True)
 
 
@@ -114,7 +121,7 @@ def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, r
         train_tokens=token_count,
         target_tokens=sum(t.target_tokens for t in train_tokens),
         steps=_steps(len(train_tokens), config),
-        estimated_seconds=round(token_count * config.epochs / CPU_TOKENS_PER_SECOND, 1),
+        estimated_seconds=_estimate_seconds(token_count, len(train_tokens), config),
     )
     (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
     return plan
@@ -141,6 +148,15 @@ def _existing_plan(run_dir: Path, config: TrainConfig, digest: str) -> TrainingP
     if plan.snapshot_digest != digest:
         raise TrainingError(f"run {config.name!r} was planned on another version of snapshot {config.snapshot!r}")
     return plan
+
+
+def _estimate_seconds(tokens: int, examples: int, config: TrainConfig) -> float:
+    """At the rate measured on 2 CPU cores: all epochs, or only `max_steps` steps' share of them."""
+    planned = tokens * config.epochs
+    if config.max_steps:
+        per_step = tokens / examples * config.batch_size * config.grad_accumulation
+        planned = min(planned, per_step * config.max_steps)
+    return round(planned / CPU_TOKENS_PER_SECOND, 1)
 
 
 def _steps(examples: int, config: TrainConfig) -> int:

@@ -77,14 +77,11 @@ def pick_device(config: TrainConfig) -> str:
     return config.device
 
 
-def load_base(base: str, device: str, quantize_4bit: bool):
-    """The base model and tokenizer, as transformers loads them (embedded: the dequantized GGUF)."""
-    import torch
-
+def base_spec(base: str):
+    """The base as a transformers model name: `embedded` is SmolLM2's GGUF, dequantized."""
     from ..backends import parse_model_name
     from ..backends.base import ModelSpec
     from ..backends.llama_cpp_backend import embedded_model_path
-    from ..backends.transformers_backend import _load_directory, _load_gguf, _model_directory
 
     spec = parse_model_name(base)
     if spec.kind == "embedded":
@@ -92,6 +89,16 @@ def load_base(base: str, device: str, quantize_4bit: bool):
         spec = ModelSpec(kind="hf", target=str(path.parent), gguf_file=path.name)
     if spec.kind != "hf" or spec.adapter:
         raise ValueError(f"{base}: training needs a base transformers can load (embedded, hf:DIR, hf:DIR#gguf=FILE)")
+    return spec
+
+
+def load_base(base: str, device: str, quantize_4bit: bool):
+    """The base model and tokenizer, as transformers loads them (embedded: the dequantized GGUF)."""
+    import torch
+
+    from ..backends.transformers_backend import _load_directory, _load_gguf, _model_directory
+
+    spec = base_spec(base)
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     if spec.gguf_file:
         model, tokenizer, directory, _ = _load_gguf(spec, torch.float32)
@@ -272,7 +279,7 @@ def train(run_dir: Path, resume: bool) -> dict:
     if progress.stop_requested:
         return {"interrupted": True, "step": trainer.state.global_step}
     seconds = time.perf_counter() - started
-    adapter_eval = trainer.evaluate()["eval_loss"] if eval_rows else None
+    adapter_eval = _final_eval_loss(trainer) if eval_rows else None
     model.save_pretrained(run_dir / ADAPTER_DIR, safe_serialization=True)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     eval_losses = [
@@ -297,6 +304,15 @@ def train(run_dir: Path, resume: bool) -> dict:
     }
     (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
     return result
+
+
+def _final_eval_loss(trainer) -> float:
+    """The held-out loss of the finished adapter: the last epoch's evaluation when it ran at the
+    final step, else a new one."""
+    last = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if last and last[-1].get("step") == trainer.state.global_step:
+        return last[-1]["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
 
 
 def _planned_steps(examples: int, config: TrainConfig) -> int:
