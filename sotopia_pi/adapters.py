@@ -157,7 +157,9 @@ def check_gguf_adapter(path: Path) -> None:
 
     try:
         reader = gguf.GGUFReader(str(path))
-        kinds = [reader.fields[key].contents() if key in reader.fields else None for key in ("general.type", "adapter.type")]
+        kinds = [
+            reader.fields[key].contents() if key in reader.fields else None for key in ("general.type", "adapter.type")
+        ]
     except Exception as error:  # gguf raises ValueError, struct.error, IndexError... on junk
         raise AdapterError(f"{path} is not a GGUF file ({error.__class__.__name__}: {error})") from None
     if kinds != ["adapter", "lora"]:
@@ -184,7 +186,9 @@ def register_adapter(store: Store, record: AdapterRecord) -> AdapterRecord:
     target = adapter_dir(record.name, version)
     in_place = source_peft.resolve() == (target / PEFT_DIR_NAME).resolve()
     if target.exists() and not in_place:
-        raise AdapterError(f"{target} exists without a registry record (an interrupted registration?); remove it and try again")
+        raise AdapterError(
+            f"{target} exists without a registry record (an interrupted registration?); remove it and try again"
+        )
     staged = _stage_files(record, source_peft, target)
     stored = record.model_copy(update={"version": version, **staged})
     try:

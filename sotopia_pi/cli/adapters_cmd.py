@@ -43,9 +43,8 @@ def list_command(as_json: JsonOption = False) -> None:
     for column in ("adapter", "base", "snapshot", "held-out loss", "status", "created"):
         table.add_column(column, overflow="fold")
     for record in records:
-        table.add_row(
-            record.reference, record.base_model, record.snapshot, _held_out(record), record.status, record.created_at[:19]
-        )
+        created = record.created_at[:19]
+        table.add_row(record.reference, record.base_model, record.snapshot, _held_out(record), record.status, created)
     Console().print(table)
 
 
@@ -81,7 +80,8 @@ def export_command(
         except (NotFound, AdapterError, OSError) as error:
             raise fail(str(error))
     if as_json:
-        emit_json({"exported": str(exported), "files": sorted(str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file())})
+        files = sorted(str(path.relative_to(exported)) for path in exported.rglob("*") if path.is_file())
+        emit_json({"exported": str(exported), "files": files})
         return
     typer.echo(f"exported {reference} to {exported}")
 
