@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -75,7 +76,13 @@ class OpenAIBackend:
         max_retries: int = 2,
         seed: int | None = None,
         top_p: float | None = None,
+        token_timeout: float | None = None,
     ) -> None:
+        """Timeouts, each meant as written and named in the error when it expires:
+        `connect_timeout` to connect, `timeout` for the first token (the whole answer when not
+        streaming), `token_timeout` between two tokens of a streamed answer (default: `timeout`
+        capped at 60 s). Timeouts are never retried; refused connections and HTTP 429/5xx are,
+        `max_retries` times."""
         self.spec = spec.with_adapter(None)  # the adapter is added once the server has loaded it
         self.model = spec.target  # what requests ask for: the base model or a loaded lora_name
         self._lora_name: str | None = None
@@ -83,6 +90,9 @@ class OpenAIBackend:
         self._swap = _SwapGate()
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.token_timeout = token_timeout or min(timeout, 60.0)
+        self.max_retries = max_retries
         self.seed = seed
         self.top_p = top_p
         self.structured_mode = JSON_SCHEMA
@@ -95,6 +105,7 @@ class OpenAIBackend:
             timeout=openai.Timeout(timeout, connect=connect_timeout),
             max_retries=max_retries,
         )
+        self._chat_client = self._client.with_options(max_retries=0)  # _send retries what is worth it
 
     @classmethod
     def from_spec(
@@ -107,6 +118,7 @@ class OpenAIBackend:
         max_retries: int = 2,
         seed: int | None = None,
         top_p: float | None = None,
+        token_timeout: float | None = None,
     ) -> "OpenAIBackend":
         if spec.kind != "openai":
             raise BackendError(f"{spec.name} is not an OpenAI-compatible model name (openai:MODEL@URL)")
@@ -125,6 +137,7 @@ class OpenAIBackend:
             max_retries=max_retries,
             seed=seed,
             top_p=top_p,
+            token_timeout=token_timeout,
         )
         if spec.adapter:
             try:
@@ -203,6 +216,31 @@ class OpenAIBackend:
         on_token: TokenCallback | None,
         cancel: threading.Event | None,
     ) -> Completion:
+        """One request; refused connections and HTTP 429/5xx are tried again (timeouts not:
+        a timeout means what it says). An empty answer is an error, not an empty turn."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                completion = self._send_once(request, streaming, on_token, cancel)
+            except _Retryable as retry:
+                if attempt >= self.max_retries or (cancel is not None and cancel.is_set()):
+                    raise retry.error from None
+                time.sleep(min(4.0, 0.5 * 2**attempt))
+                continue
+            if not completion.text.strip():
+                raise BackendError(
+                    f"{self.base_url} sent an empty answer ({self.name}, finish reason "
+                    f"{completion.finish_reason or 'none'!r})"
+                )
+            return completion
+        raise AssertionError("unreachable")
+
+    def _send_once(
+        self,
+        request: dict,
+        streaming: bool,
+        on_token: TokenCallback | None,
+        cancel: threading.Event | None,
+    ) -> Completion:
         started = time.perf_counter()
         try:
             if streaming:
@@ -211,11 +249,15 @@ class OpenAIBackend:
                 completion = self._whole(request)
         except _CallerError as error:
             raise error.original from None  # the caller's own on_token failed: not ours to rename
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as error:
+            if _is_httpx_error(error.__cause__, "ConnectTimeout"):
+                raise BackendError(
+                    f"cannot connect to {self.base_url} within {self.connect_timeout:g} s ({self.name})"
+                ) from None
             raise BackendError(f"{self.base_url} did not answer within {self.timeout:g} s ({self.name})") from None
         except openai.APIConnectionError as error:
             cause = error.__cause__ or error
-            raise BackendError(f"cannot reach {self.base_url} ({self.name}): {cause}") from None
+            raise _Retryable(BackendError(f"cannot reach {self.base_url} ({self.name}): {cause}")) from None
         except openai.AuthenticationError as error:
             raise BackendError(
                 f"{self._status_message(error)}; set SOTOPIA_PI_API_KEY or OPENAI_API_KEY"
@@ -223,8 +265,16 @@ class OpenAIBackend:
         except openai.APIStatusError as error:
             if "response_format" in request and _rejects_format(error):
                 raise _FormatRejected(self._status_message(error)) from None
+            if error.status_code == 429 or error.status_code >= 500:
+                raise _Retryable(BackendError(self._status_message(error))) from None
             raise BackendError(self._status_message(error)) from None
-        except (openai.APIError, ValueError, TypeError, AttributeError, KeyError) as error:
+        except Exception as error:
+            if _is_httpx_error(error, "TimeoutException"):  # a read stalled past the backstop, mid-stream
+                raise BackendError(self._stalled_message(0)) from None
+            if _is_httpx_error(error, "HTTPError"):
+                raise BackendError(f"the answer from {self.base_url} broke off ({self.name}): {error}") from None
+            if not isinstance(error, (openai.APIError, ValueError, TypeError, AttributeError, KeyError)):
+                raise
             raise BackendError(
                 f"{self.base_url} sent something that is not an OpenAI chat completion ({self.name}): "
                 f"{error.__class__.__name__}: {_short(str(error))}"
@@ -233,7 +283,7 @@ class OpenAIBackend:
         return completion
 
     def _whole(self, request: dict) -> Completion:
-        response = self._client.chat.completions.create(**request)
+        response = self._chat_client.chat.completions.create(**request)
         choices = getattr(response, "choices", None)
         if not choices:
             raise ValueError(f"no choices in the answer: {_short(repr(response))}")
@@ -242,15 +292,26 @@ class OpenAIBackend:
         return Completion(text=text, finish_reason=choice.finish_reason or "", **_usage(response.usage))
 
     def _stream(self, request: dict, on_token: TokenCallback | None, cancel: threading.Event | None) -> Completion:
-        stream = self._client.chat.completions.create(
+        """A streamed answer, read in a helper thread so that the first-token and between-token
+        timeouts hold whatever the server does (a stalled socket read cannot be interrupted)."""
+        started = time.monotonic()
+        stream = self._chat_client.chat.completions.create(
             **request, stream=True, stream_options={"include_usage": True}
         )
+        chunks = _read_in_background(stream)
         pieces: list[str] = []
         finish_reason = ""
         usage = None
         saw_choice = False
+        deadline = started + self.timeout
         try:
-            for chunk in stream:
+            for chunk in _chunks_until(chunks, lambda: deadline, cancel):
+                if chunk is _TIMED_OUT:
+                    raise BackendError(self._stalled_message(len(pieces)))
+                if chunk is _CANCELLED:
+                    cancelled = Cancelled(f"cancelled after {len(pieces)} pieces")
+                    cancelled.partial_text = "".join(pieces)  # type: ignore[attr-defined]
+                    raise cancelled
                 if getattr(chunk, "usage", None):
                     usage = chunk.usage
                 for choice in chunk.choices or []:
@@ -258,6 +319,7 @@ class OpenAIBackend:
                     piece = choice.delta.content if choice.delta else None
                     if piece:
                         pieces.append(piece)
+                        deadline = time.monotonic() + self.token_timeout
                         if on_token is not None:
                             try:
                                 on_token(piece)
@@ -269,7 +331,8 @@ class OpenAIBackend:
                     cancelled.partial_text = "".join(pieces)  # type: ignore[attr-defined]
                     raise cancelled
         finally:
-            stream.close()
+            with contextlib.suppress(Exception):
+                stream.close()
         if not saw_choice:
             raise ValueError("the stream ended without any choices")
         text = "".join(pieces)
@@ -277,6 +340,14 @@ class OpenAIBackend:
             return Completion(text=text, finish_reason=finish_reason, **_usage(usage))
         # Servers that send no usage (llama-cpp-python) stream one token per chunk.
         return Completion(text=text, finish_reason=finish_reason, completion_tokens=len(pieces))
+
+    def _stalled_message(self, tokens: int) -> str:
+        if tokens == 0:
+            return f"{self.base_url} did not answer within {self.timeout:g} s (no first token; {self.name})"
+        return (
+            f"{self.base_url} stopped sending after {tokens} tokens: nothing for {self.token_timeout:g} s, "
+            f"the limit between tokens ({self.name})"
+        )
 
     def _status_message(self, error: openai.APIStatusError) -> str:
         detail = getattr(error, "message", "") or str(error)
@@ -378,6 +449,67 @@ class _SwapGate:
             with self._condition:
                 self._swapping = False
                 self._condition.notify_all()
+
+
+def _is_httpx_error(error: BaseException | None, class_name: str) -> bool:
+    """Whether `error` is httpx's `class_name` (or a subclass); by name, because the openai
+    SDK may ship its own copy of httpx under another module name."""
+    return error is not None and any(
+        cls.__name__ == class_name and cls.__module__.split(".")[0].startswith("httpx")
+        for cls in type(error).__mro__
+    )
+
+
+class _Retryable(Exception):
+    """A failure worth one more try (a refused connection, HTTP 429 or 5xx); carries the error."""
+
+    def __init__(self, error: BackendError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+_TIMED_OUT = object()
+_CANCELLED = object()
+_END = object()
+_POLL_S = 0.1
+
+
+def _read_in_background(stream) -> "queue.Queue":
+    """Chunks of `stream` put on a queue by a daemon thread, then _END (or the exception)."""
+    chunks: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        try:
+            for chunk in stream:
+                chunks.put(chunk)
+            chunks.put(_END)
+        except BaseException as error:  # handed to the reader, which raises it
+            chunks.put(error)
+
+    threading.Thread(target=read, name="openai-stream", daemon=True).start()
+    return chunks
+
+
+def _chunks_until(chunks: "queue.Queue", deadline: Callable[[], float], cancel: threading.Event | None) -> Iterator:
+    """Chunks from the queue; _TIMED_OUT once `deadline()` passes with none, _CANCELLED once
+    `cancel` is set while waiting. Raises what the reading thread raised."""
+    while True:
+        left = deadline() - time.monotonic()
+        if left <= 0:
+            yield _TIMED_OUT
+            return
+        try:
+            item = chunks.get(timeout=min(left, _POLL_S) if cancel is not None else left)
+        except queue.Empty:
+            if cancel is not None and cancel.is_set():
+                yield _CANCELLED
+                return
+            continue
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 class _FormatRejected(Exception):
