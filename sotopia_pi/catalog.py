@@ -125,11 +125,15 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     """Read and validate a catalog file; errors name the file, the model and the field."""
     source = Path(path) if path is not None else catalog_file()
     try:
-        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+        raw = tomllib.loads(source.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is fine
     except FileNotFoundError:
         raise CatalogError(f"catalog file not found: {source}") from None
     except tomllib.TOMLDecodeError as error:
         raise CatalogError(f"{source}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise CatalogError(f"{source}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except (ValueError, RecursionError, OSError) as error:  # huge integers, deep nesting, unreadable
+        raise CatalogError(f"{source}: cannot read: {type(error).__name__}: {str(error)[:160]}") from None
     models_table = raw.get("models")
     if not isinstance(models_table, dict) or not models_table:
         raise CatalogError(f"{source}: needs a [models.NAME] table for each model")

@@ -16,7 +16,7 @@ from typing import Any
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from . import paths
 from .backends.base import parse_model_name
@@ -150,6 +150,17 @@ def load(path: Path | None = None) -> Settings:
         return Settings(**values)
     except ValidationError as error:
         raise ConfigError(f"{path} (or a {ENV_PREFIX}* variable): {_describe(error)}") from error
+    except (SettingsError, RecursionError) as error:  # an environment variable that is not the JSON it must be
+        raise ConfigError(f"{_env_problem(error)}; the defaults are used for it") from None
+
+
+def _env_problem(error: Exception) -> str:
+    """Which SOTOPIA_PI_* variable could not be read, in one sentence."""
+    text = str(error) if isinstance(error, SettingsError) else f"{type(error).__name__} while reading it"
+    for field, variable in env_overrides().items():
+        if f'"{field}"' in text or not isinstance(error, SettingsError):
+            return f"{variable} is not valid (it must be JSON for this field): {os.environ[variable][:80]!r}"
+    return text
 
 
 def load_or_default(path: Path | None = None) -> tuple[Settings, str | None]:
@@ -160,7 +171,7 @@ def load_or_default(path: Path | None = None) -> tuple[Settings, str | None]:
     except ConfigError as error:
         try:
             return Settings(), str(error)
-        except ValidationError:  # a bad environment variable: ignore the environment too
+        except (ValidationError, SettingsError, RecursionError):  # a bad variable: ignore the environment too
             return Settings.model_construct(), str(error)
 
 

@@ -80,9 +80,13 @@ def load_dimension_set(name_or_path: str = "sotopia") -> DimensionSet:
     for file in files:
         if file.is_file():
             try:
-                return DimensionSet.model_validate(tomllib.loads(file.read_text(encoding="utf-8")))
+                return DimensionSet.model_validate(tomllib.loads(file.read_text(encoding="utf-8-sig")))
             except (tomllib.TOMLDecodeError, ValidationError) as error:
                 raise DimensionSetError(f"{file}: {error}") from error
+            except UnicodeDecodeError as error:
+                raise DimensionSetError(f"{file}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+            except (ValueError, RecursionError, OSError) as error:  # huge integers, deep nesting
+                raise DimensionSetError(f"{file}: cannot read: {type(error).__name__}: {str(error)[:160]}") from None
     known = sorted({f.stem for d in dimension_set_dirs() if d.is_dir() for f in d.glob("*.toml")})
     raise DimensionSetError(f"no dimension set {name_or_path!r}; known: {', '.join(known)}")
 
