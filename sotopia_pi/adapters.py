@@ -107,7 +107,7 @@ def base_gguf_path(base_model: str) -> Path | None:
     spec = parse_model_name(base_model)
     if spec.kind == "hf":
         return (Path(spec.target).expanduser() / spec.gguf_file) if spec.gguf_file else None
-    if spec.kind in {"embedded", "gguf", "catalog"}:
+    if spec.kind in {"embedded", "embedded-base", "gguf", "catalog"}:
         from .backends.llama_cpp_backend import resolve_model_path
 
         return resolve_model_path(spec)

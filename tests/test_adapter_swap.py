@@ -139,7 +139,7 @@ def embedded_runner(store: Store, factory) -> EpisodeRunner:
     setup = EpisodeSetup(
         scenario_id="bike-sale",
         agent_ids=("ines", "tomas"),
-        agent_models=("replay:ines", "embedded"),
+        agent_models=("replay:ines", "embedded-base"),
         judge_model="",
         live_eval=False,
         max_turns=10,
@@ -158,29 +158,29 @@ def test_runner_swaps_in_place_and_turns_record_the_adapter(store: Store, refere
         runner.step()
         base_turn = runner.step()
         assert base_turn.raw_output == greedy(reference, base_turn.prompt)
-        assert factory.loaded == ["embedded"]
+        assert factory.loaded == ["embedded-base"]
 
         runner.set_adapter(1, str(good))
-        assert store.episode(runner.episode.id).agent_models == ["replay:ines", f"embedded+adapter={good}"]
+        assert store.episode(runner.episode.id).agent_models == ["replay:ines", f"embedded-base+adapter={good}"]
         with pytest.raises(BackendError, match="is not a GGUF file"):
             runner.set_adapter(1, str(write_garbage(lora_dir / "junk.gguf")))
-        assert store.episode(runner.episode.id).agent_models[1] == f"embedded+adapter={good}"
+        assert store.episode(runner.episode.id).agent_models[1] == f"embedded-base+adapter={good}"
 
         runner.step()
         adapted = runner.step()
-        assert adapted.model == f"embedded+adapter={good}"
+        assert adapted.model == f"embedded-base+adapter={good}"
         assert adapted.raw_output != greedy(reference, adapted.prompt)  # the adapter answered
 
         runner.set_adapter(1, None)
         runner.step()
         restored = runner.step()
-        assert restored.agent == 1 and restored.model == "embedded"
+        assert restored.agent == 1 and restored.model == "embedded-base"
         assert restored.raw_output == greedy(reference, restored.prompt)
-        assert factory.loaded == ["embedded"]  # every swap was in place
+        assert factory.loaded == ["embedded-base"]  # every swap was in place
         assert [t.model for t in store.turns(runner.episode.id)][1::2] == [
-            "embedded", f"embedded+adapter={good}", "embedded"
+            "embedded-base", f"embedded-base+adapter={good}", "embedded-base"
         ]
-        assert store.episode(runner.episode.id).agent_models == ["replay:ines", "embedded"]
+        assert store.episode(runner.episode.id).agent_models == ["replay:ines", "embedded-base"]
     finally:
         runner.close()
 

@@ -308,7 +308,7 @@ async def test_library_starts_a_person_against_an_adapter_in_two_keys(store: Sto
         await pilot.press("down", "enter")  # the second adapter: the list starts on the first
         await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen), what="the live screen")
         screen = app.screen
-        assert screen.episode.agent_models == ["human", "embedded+adapter=bc-2@v1"]
+        assert screen.episode.agent_models == ["human", "embedded-base+adapter=bc-2@v1"]
         assert screen.episode.agent_ids == ["ines", "tomas"]
         assert "YOU" in plain(screen.query_one("#episode-header", Static))
         assert len(list_adapters(store)) == 2

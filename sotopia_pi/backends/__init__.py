@@ -36,17 +36,51 @@ __all__ = [
     "create_backend",
     "format_model_name",
     "parse_model_name",
+    "preset_for",
     "resolve_adapter",
+    "shipped_adapter",
 ]
 
-_ADAPTER_FILE_KINDS = {"embedded", "gguf", "catalog", "hf"}
+_ADAPTER_FILE_KINDS = {"embedded", "embedded-base", "gguf", "catalog", "hf"}
+
+
+# Adapters shipped with the project (models/adapters/NAME.gguf for llama.cpp, NAME/ as PEFT).
+SHIPPED_AGENT_ADAPTER = "embedded-bc"
+SHIPPED_JUDGE_ADAPTER = "embedded-judge"
+
+
+def shipped_adapter(name: str, kind: str) -> Path | None:
+    """The file (llama.cpp) or folder (transformers) of an adapter shipped in models/adapters."""
+    from .. import paths
+
+    root = paths.REPO_ROOT / "models" / "adapters"
+    path = root / name if kind == "hf" else root / f"{name}.gguf"
+    return path if path.exists() and "/" not in name else None
+
+
+def preset_for(name: str, role: str = "agent") -> str:
+    """The model name an episode stores for what the user asked: `embedded` (no adapter) means
+    the embedded model with the project's shipped adapter for that role (`agent` or `judge`),
+    written out explicitly as `embedded-base+adapter=NAME`; every other name is kept as it is.
+    Without the shipped file, `embedded` is the bare model."""
+    spec = parse_model_name(name)
+    if spec.kind != "embedded":
+        return name
+    adapter = spec.adapter or (SHIPPED_JUDGE_ADAPTER if role == "judge" else SHIPPED_AGENT_ADAPTER)
+    if not spec.adapter and shipped_adapter(adapter, "embedded") is None:
+        return ModelSpec(kind="embedded-base").name
+    return ModelSpec(kind="embedded-base", adapter=adapter).name
 
 
 def resolve_adapter(spec: ModelSpec) -> ModelSpec:
-    """Replace a registered adapter's name in `spec` by its file (the GGUF for llama.cpp kinds,
-    the PEFT folder for hf:). A path that exists wins; the store is opened only otherwise."""
+    """Replace an adapter's name in `spec` by its file (the GGUF for llama.cpp kinds, the PEFT
+    folder for hf:): a path that exists wins, then an adapter shipped with the project, then a
+    registered one (the store is opened only then)."""
     if not spec.adapter or spec.kind not in _ADAPTER_FILE_KINDS or Path(spec.adapter).expanduser().exists():
         return spec
+    shipped = shipped_adapter(spec.adapter, spec.kind)
+    if shipped is not None:
+        return replace(spec, adapter=str(shipped))
     from ..adapters import AdapterError, resolve_adapter_reference
 
     try:
@@ -60,7 +94,7 @@ def create_backend(name: str | ModelSpec, **options) -> ChatBackend:
     (each agent gets its own, so that each keeps its own prompt cache)."""
     spec = name if isinstance(name, ModelSpec) else parse_model_name(name)
     spec = resolve_adapter(spec)
-    if spec.kind in {"embedded", "gguf", "catalog"}:
+    if spec.kind in {"embedded", "embedded-base", "gguf", "catalog"}:
         from .llama_cpp_backend import LlamaCppBackend
 
         return LlamaCppBackend.from_spec(spec, **options)

