@@ -27,6 +27,7 @@ from .backends import (
     ChatBackend,
     create_backend,
     parse_model_name,
+    preset_for,
     resolve_adapter,
 )
 from .backends.human import HumanBackend
@@ -50,7 +51,7 @@ from .visibility import HINT_TAGS, agent_view
 
 DEFAULT_MAX_TURNS = 20
 DEFAULT_STALE_LIMIT = 2
-LLAMA_KINDS = {"embedded", "gguf", "catalog"}
+LLAMA_KINDS = {"embedded", "embedded-base", "gguf", "catalog"}
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,8 @@ def new_episode(store: Store, setup: EpisodeSetup) -> Episode:
     episode = Episode(
         scenario_id=scenario.id,
         agent_ids=list(setup.agent_ids),
-        agent_models=list(setup.agent_models),
-        judge_model=setup.judge_model,
+        agent_models=[preset_for(name) for name in setup.agent_models],
+        judge_model=preset_for(setup.judge_model, "judge") if setup.judge_model else "",
         max_turns=setup.max_turns,
         live_eval=setup.live_eval and bool(setup.judge_model),
         status=EpisodeStatus.paused,
@@ -305,6 +306,7 @@ class EpisodeRunner:
 
     def set_model(self, side: int, model: str, backend: ChatBackend | None = None) -> None:
         """Swap the model (or adapter) of a side; takes effect from the next turn."""
+        model = preset_for(model)
         spec = parse_model_name(model)
         with self._lock:
             old = self._models.pop(side, None)
@@ -515,7 +517,7 @@ class EpisodeRunner:
             agent=side,
             action_type=action.action_type,
             argument=action.argument,
-            model="human" if by_human else backend.name,
+            model="human" if by_human else self.episode.agent_models[side],
             by_human=by_human,
             prompt=messages,
             raw_output=raw_output,
