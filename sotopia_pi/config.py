@@ -140,6 +140,8 @@ def read_file(path: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read: {error}") from error
+    except (ValueError, RecursionError) as error:  # an integer too long to convert, nesting too deep
+        raise ConfigError(f"{path}: cannot read: {type(error).__name__}: {str(error)[:160]}") from None
 
 
 def load(path: Path | None = None) -> Settings:

@@ -28,7 +28,7 @@ class ReplayBackend:
         file = Path(path)
         try:
             outputs = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError too
             raise BackendError(f"cannot read replay file {file}: {error}") from error
         if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
             raise BackendError(f"{file}: a replay file is a JSON list of strings")
