@@ -144,6 +144,13 @@ class Evaluation(BaseModel):
     dimension_set: str = "sotopia"
     agents: list[AgentEvaluation] = Field(min_length=2, max_length=2)
     latency_ms: float = 0.0
+    skipped_turns: list[int] = Field(
+        default_factory=list,
+        description="provisional only: turns played since the previous live score that got no "
+        "score of their own, because the judge fell behind and scored the newest turn instead",
+    )
+    prompt_tokens: int = Field(default=0, description="prompt tokens of the judge's calls, summed")
+    cached_tokens: int = Field(default=0, description="of those, tokens taken from the judge's KV cache")
     created_at: str = Field(default_factory=utc_now)
 
     @property

@@ -6,12 +6,19 @@ dimension, so a score out of range cannot come back even from a model that ignor
 minimum/maximum. Anything that still goes wrong is stored as a failure with its reason, never
 as a score.
 
-Live evaluation runs in its own thread beside the conversation. When turns arrive faster than
-the judge can score them, pending requests collapse into the newest one.
+Live evaluation runs in its own thread beside the conversation, on the judge's own backend.
+A live call asks for the integers only, both sides at once (`live_messages`, `live_schema`);
+the reasons are written once, by the terminal evaluation. Every judge prompt of an episode
+starts with the same opening and a transcript that only grows (`judge_context`), so a judge
+with a KV cache re-reads just the newest turn and a short task on each live call. When turns
+arrive faster than the judge can score them, pending requests collapse into the newest one and
+the evaluation names the turns it skipped (`Evaluation.skipped_turns`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 import tomllib
@@ -21,14 +28,16 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from . import paths
-from .backends import BackendError, Cancelled, ChatBackend
+from .backends import BackendError, Cancelled, ChatBackend, Completion
 from .episode import AgentEvaluation, ChatMessage, DimensionScore, Evaluation, Turn
 from .profiles import Character, Scenario
 from .model_text import clean_text, read_json_object
-from .prompts import history_lines
+from .prompts import history_lines, load_json_object
 from .visibility import judge_view
 
 REASONING_MAX_CHARS = 160
+
+log = logging.getLogger(__name__)
 
 
 class Dimension(BaseModel):
@@ -111,6 +120,42 @@ def evaluation_schema(dimensions: DimensionSet) -> dict:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
+JUDGE_SYSTEM = (
+    "You are an impartial expert judge of social interactions. You read a role-played "
+    "conversation together with everything the participants know privately (their "
+    "backgrounds, secrets and goals), and you score the participants fairly and strictly, "
+    "using the whole range of each scale."
+)
+TRANSCRIPT_HEADER = "What happened:"
+NOTHING_HAPPENED = "(no one did anything)"
+
+
+def rubric_lines(dimensions: DimensionSet) -> str:
+    """The dimensions, numbered: a live answer lists its scores in this order."""
+    return "\n".join(
+        f"{number}. {d.name} (integer from {d.low} to {d.high}): {d.description}"
+        for number, d in enumerate(dimensions.dimensions, start=1)
+    )
+
+
+def judge_context(
+    scenario: Scenario, characters: tuple[Character, Character], turns: Sequence[Turn], dimensions: DimensionSet
+) -> str:
+    """The opening every judge prompt of an episode shares, live or terminal: the interaction,
+    the rubric and the live answer's format (fixed for the episode), then the transcript, which
+    only grows. A judge backend that keeps its KV cache (llama.cpp) therefore reads the fixed
+    part once per episode and, on each later call, only the turns added since and the short
+    task that follows (`live_task`, or the terminal request of `judge_messages`)."""
+    names = (characters[0].name, characters[1].name)
+    transcript = "\n".join(history_lines(turns, names)) or NOTHING_HAPPENED
+    return (
+        f"The interaction:\n{judge_view(scenario, characters).render()}\n\n"
+        f"The dimensions you score, each an integer inside its range:\n{rubric_lines(dimensions)}\n\n"
+        f"{live_format(characters, dimensions)}\n\n"
+        f"{TRANSCRIPT_HEADER}\n{transcript}"
+    )
+
+
 def judge_messages(
     scenario: Scenario,
     characters: tuple[Character, Character],
@@ -118,26 +163,74 @@ def judge_messages(
     agent: int,
     dimensions: DimensionSet,
 ) -> list[ChatMessage]:
-    names = (characters[0].name, characters[1].name)
-    transcript = "\n".join(history_lines(turns, names)) or "(no one did anything)"
-    rubric = "\n".join(
-        f"- {d.name} (integer from {d.low} to {d.high}): {d.description}" for d in dimensions.dimensions
-    )
-    system = (
-        "You are an impartial expert judge of social interactions. You read a role-played "
-        "conversation together with everything the participants know privately (their "
-        "backgrounds, secrets and goals), and you score one participant at a time, fairly and "
-        "strictly, using the whole range of each scale."
-    )
+    """The terminal (full) evaluation of one agent: a reason and a score per dimension."""
+    name = characters[agent].name
     user = (
-        f"The interaction:\n{judge_view(scenario, characters).render()}\n\n"
-        f"What happened:\n{transcript}\n\n"
-        f"Score {names[agent]} only. For every dimension below, first give a one-sentence reason, "
-        f"then an integer score inside its range.\n{rubric}\n\n"
-        "Answer with one JSON object whose keys are the dimension names, each holding "
-        '{"reasoning": "...", "score": N}.'
+        f"{judge_context(scenario, characters, turns, dimensions)}\n\n"
+        f"The conversation is over. Score {name} only. For every dimension above, first give a "
+        "one-sentence reason, then an integer score inside its range. Answer with one JSON object "
+        'whose keys are the dimension names, each holding {"reasoning": "...", "score": N}.'
     )
-    return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
+    return [ChatMessage(role="system", content=JUDGE_SYSTEM), ChatMessage(role="user", content=user)]
+
+
+LIVE_KEY = "scores"
+
+
+def live_schema(dimensions: DimensionSet) -> dict:
+    """A live answer: {"scores": [[N, ...], [N, ...]]}, the first person's integers then the
+    second's, each list in the rubric's order and each position enumerating its dimension's
+    allowed integers. Lists, not objects keyed by dimension or by name: the keys would be most
+    of the tokens to generate, and generating is what a live call spends its time on."""
+    side = {
+        "type": "array",
+        "prefixItems": [{"type": "integer", "enum": list(range(d.low, d.high + 1))} for d in dimensions.dimensions],
+        "items": False,
+    }
+    both = {"type": "array", "prefixItems": [side, side], "items": False}
+    return {"type": "object", "properties": {LIVE_KEY: both}, "required": [LIVE_KEY]}
+
+
+def live_format(characters: tuple[Character, Character], dimensions: DimensionSet) -> str:
+    """How a live answer looks, said once in the shared opening (so it is read once per episode).
+    Its example has no spaces and no digits: a small model copies the layout (on SmolLM2's
+    tokenizer each space is a token to generate: 35 tokens instead of 48 for the sotopia set)
+    without anchoring on numbers."""
+    letters = ",".join(d.name[0] for d in dimensions.dimensions)
+    return (
+        "While the conversation goes on, you are asked for the scores so far: answer with "
+        f'{{"{LIVE_KEY}":[[{letters}],[{letters}]]}}, {len(dimensions.dimensions)} integers per '
+        f"person in the numbered order, {characters[0].name}'s first, {characters[1].name}'s "
+        "second, and no reasons."
+    )
+
+
+def live_task(after_turn: int) -> str:
+    """The request that ends a live prompt: short, since every live call re-reads it."""
+    return f"Scores so far, after Turn #{after_turn}?"
+
+
+def live_messages(
+    scenario: Scenario,
+    characters: tuple[Character, Character],
+    turns: Sequence[Turn],
+    dimensions: DimensionSet,
+) -> list[ChatMessage]:
+    """A live (provisional) evaluation after the newest of `turns`: scores only, no reasons, both
+    sides in one answer. The prompt is `judge_context` plus `live_task`, so from one live call to
+    the next it only grows by the new turns (and the task's turn number changes)."""
+    after = turns[-1].index if turns else -1
+    user = f"{judge_context(scenario, characters, turns, dimensions)}\n\n{live_task(after)}"
+    return [ChatMessage(role="system", content=JUDGE_SYSTEM), ChatMessage(role="user", content=user)]
+
+
+def warm_up_messages(
+    scenario: Scenario, characters: tuple[Character, Character], dimensions: DimensionSet
+) -> list[ChatMessage]:
+    """The shared opening alone (the transcript header, no turn yet), to fill the judge's KV cache
+    while the first turn is being played."""
+    user = judge_context(scenario, characters, [], dimensions).removesuffix(NOTHING_HAPPENED)
+    return [ChatMessage(role="system", content=JUDGE_SYSTEM), ChatMessage(role="user", content=user)]
 
 
 def parse_agent_evaluation(text: str, dimensions: DimensionSet) -> AgentEvaluation:
@@ -176,7 +269,38 @@ def _scores_from(data: dict, dimensions: DimensionSet) -> AgentEvaluation:
     return AgentEvaluation(scores=scores, overall=overall_score(scores))
 
 
+def parse_live_scores(text: str, dimensions: DimensionSet) -> list[AgentEvaluation]:
+    """Both sides' scores from a live answer (`live_schema`; a side may also come as
+    {dimension: N}, from a server that took no schema), each checked as the terminal scores
+    are. A side that cannot be read is a failure, never a made-up score."""
+    data = load_json_object(text)
+    sides = data.get(LIVE_KEY) if data is not None else None
+    if not isinstance(sides, list) or len(sides) != 2:
+        failure = AgentEvaluation(failure=f"live judge output is not two lists of scores: {text[:120]!r}")
+        return [failure, failure]
+    return [_live_side(entry, dimensions) for entry in sides]
+
+
+def _live_side(entry: object, dimensions: DimensionSet) -> AgentEvaluation:
+    names = [d.name for d in dimensions.dimensions]
+    if isinstance(entry, list):
+        if len(entry) != len(names):
+            return AgentEvaluation(failure=f"live judge gave {len(entry)} scores, not {len(names)}")
+        entry = dict(zip(names, entry))
+    if not isinstance(entry, dict):
+        return AgentEvaluation(failure=f"live judge gave no list of scores: {str(entry)[:40]!r}")
+    try:
+        as_terminal = json.dumps({name: {"score": value} for name, value in entry.items()})
+    except (TypeError, ValueError, RecursionError) as error:
+        return AgentEvaluation(failure=f"live judge scores could not be read: {type(error).__name__}")
+    return parse_agent_evaluation(as_terminal, dimensions)
+
+
 class Judge:
+    """Scores episodes on one backend. Give it a backend of its own (the runner loads one per
+    episode): then a live evaluation never waits behind an agent's generation, and the judge's
+    KV cache holds the judge's own prompt from one call to the next."""
+
     def __init__(
         self,
         backend: ChatBackend,
@@ -190,6 +314,12 @@ class Judge:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self._schema = evaluation_schema(self.dimensions)
+        self._live_schema = live_schema(self.dimensions)
+
+    @property
+    def live_max_tokens(self) -> int:
+        """Room for both sides' integers at their longest ("-10, " is five tokens) and brackets."""
+        return 10 * len(self.dimensions.dimensions) + 16
 
     def evaluate(
         self,
@@ -201,11 +331,73 @@ class Judge:
         kind: str,
         cancel: threading.Event | None = None,
     ) -> Evaluation:
-        """Score both agents. Backend errors become failures; Cancelled propagates."""
+        """Score both agents with reasons (the terminal evaluation). Backend errors become
+        failures; Cancelled propagates."""
         started = time.perf_counter()
+        completions: list[Completion] = []
         agents = [
-            self._evaluate_agent(scenario, characters, turns, agent, cancel) for agent in (0, 1)
+            self._evaluate_agent(scenario, characters, turns, agent, cancel, completions) for agent in (0, 1)
         ]
+        return self._record(episode_id, kind, turns, agents, started, completions)
+
+    def evaluate_live(
+        self,
+        episode_id: str,
+        scenario: Scenario,
+        characters: tuple[Character, Character],
+        turns: Sequence[Turn],
+        *,
+        skipped_turns: Sequence[int] = (),
+        cancel: threading.Event | None = None,
+    ) -> Evaluation:
+        """A provisional evaluation after the newest of `turns`: both sides' scores in one short
+        call, without reasons (`live_messages`). Backend errors become failures; Cancelled
+        propagates."""
+        started = time.perf_counter()
+        completions: list[Completion] = []
+        try:
+            completion = self.backend.complete(
+                live_messages(scenario, characters, turns, self.dimensions),
+                schema=self._live_schema,
+                max_tokens=self.live_max_tokens,
+                temperature=self.temperature,
+                cancel=cancel,
+            )
+        except BackendError as error:
+            failure = AgentEvaluation(failure=f"judge model failed: {error}")
+            agents = [failure, failure]
+        else:
+            completions.append(completion)
+            agents = parse_live_scores(completion.text, self.dimensions)
+            if completion.finish_reason == "length" and not all(agent.ok for agent in agents):
+                cut = AgentEvaluation(failure=f"live judge output was cut off at {self.live_max_tokens} tokens")
+                agents = [agent if agent.ok else cut for agent in agents]
+        evaluation = self._record(episode_id, "provisional", turns, agents, started, completions)
+        evaluation.skipped_turns = list(skipped_turns)
+        return evaluation
+
+    def warm_up(
+        self, scenario: Scenario, characters: tuple[Character, Character], cancel: threading.Event | None = None
+    ) -> None:
+        """Read the opening all of the episode's judge prompts share into the backend's KV cache
+        (one sampled token), so that the first live call reads only the first turn. A failure is
+        left for the real calls to report; Cancelled propagates."""
+        try:
+            self.backend.complete(
+                warm_up_messages(scenario, characters, self.dimensions), max_tokens=1, temperature=0.0, cancel=cancel
+            )
+        except BackendError as error:
+            log.info("the live judge's warm-up failed: %s", error)
+
+    def _record(
+        self,
+        episode_id: str,
+        kind: str,
+        turns: Sequence[Turn],
+        agents: list[AgentEvaluation],
+        started: float,
+        completions: Sequence[Completion],
+    ) -> Evaluation:
         return Evaluation(
             episode_id=episode_id,
             kind=kind,  # type: ignore[arg-type]
@@ -214,6 +406,8 @@ class Judge:
             dimension_set=self.dimensions.name,
             agents=agents,
             latency_ms=(time.perf_counter() - started) * 1000,
+            prompt_tokens=sum(c.prompt_tokens for c in completions),
+            cached_tokens=sum(c.cached_tokens for c in completions),
         )
 
     def _evaluate_agent(
@@ -223,6 +417,7 @@ class Judge:
         turns: Sequence[Turn],
         agent: int,
         cancel: threading.Event | None,
+        completions: list[Completion],
     ) -> AgentEvaluation:
         messages = judge_messages(scenario, characters, turns, agent, self.dimensions)
         try:
@@ -235,6 +430,7 @@ class Judge:
             )
         except BackendError as error:
             return AgentEvaluation(failure=f"judge model failed: {error}")
+        completions.append(completion)
         if completion.finish_reason == "length":
             result = parse_agent_evaluation(completion.text, self.dimensions)
             if not result.ok:
@@ -246,8 +442,15 @@ class Judge:
 class LiveEvaluator:
     """Scores the episode after each turn, in its own thread, without holding the runner up.
 
-    `request(turns)` never blocks. If the judge is busy, the request waits; a newer request
-    replaces a waiting one, so the judge always works on the latest state of the conversation.
+    `request(turns)` never blocks. While the judge is busy a request waits, and a newer request
+    replaces a waiting one: a judge that falls behind scores the newest turn, never a backlog,
+    and that provisional evaluation lists the turns left without a score of their own in
+    `Evaluation.skipped_turns` (for a front end to say so). Every result, a failure included,
+    goes to `on_result` on this thread, in the order of the turns.
+
+    Each live call is `Judge.evaluate_live`: its prompt only grows from one call to the next,
+    so a judge backend with a KV cache re-reads just the new turn and the short task.
+    `warm_up=True` reads the shared opening while the first turn is being played.
     """
 
     def __init__(
@@ -257,55 +460,85 @@ class LiveEvaluator:
         scenario: Scenario,
         characters: tuple[Character, Character],
         on_result: Callable[[Evaluation], None],
+        *,
+        scored_through: int = -1,
+        warm_up: bool = False,
     ):
         self._judge = judge
         self._episode_id = episode_id
         self._scenario = scenario
         self._characters = characters
         self._on_result = on_result
+        self._scored_through = scored_through
+        self._warm_up = warm_up
         self._pending: list[Turn] | None = None
         self._condition = threading.Condition()
         self._closing = False
+        self._finishing = False
         self._cancel = threading.Event()
         self.completed = 0
         self.coalesced = 0
+        self.skipped = 0
         self._thread = threading.Thread(target=self._loop, name="live-judge", daemon=True)
         self._thread.start()
 
     def request(self, turns: Sequence[Turn]) -> None:
+        """Ask for a score after the newest of `turns` (never blocks)."""
         with self._condition:
+            if self._closing:
+                return
             if self._pending is not None:
                 self.coalesced += 1
             self._pending = list(turns)
             self._condition.notify()
 
-    def close(self, *, cancel_running: bool = True, timeout: float | None = None) -> None:
+    def close(self, *, finish: bool = False, cancel_running: bool = True, timeout: float | None = None) -> None:
+        """Stop the live judge. `finish=True` lets it score the newest requested turn first (the
+        end of an episode), within `timeout`, after which it is cancelled; otherwise a waiting
+        request is dropped and, with `cancel_running`, the call in progress is cancelled."""
         with self._condition:
             self._closing = True
-            self._pending = None
+            self._finishing = finish
+            if not finish:
+                self._pending = None
             self._condition.notify()
-        if cancel_running:
+        if cancel_running and not finish:
             self._cancel.set()
         self._thread.join(timeout)
+        if self._thread.is_alive() and cancel_running:
+            self._cancel.set()
+            self._thread.join(timeout)
+
+    def _next_request(self) -> list[Turn] | None:
+        with self._condition:
+            while self._pending is None and not self._closing:
+                self._condition.wait()
+            if self._closing and not self._finishing:
+                return None
+            turns, self._pending = self._pending, None
+            return turns
 
     def _loop(self) -> None:
-        while True:
-            with self._condition:
-                while self._pending is None and not self._closing:
-                    self._condition.wait()
-                if self._closing:
-                    return
-                turns, self._pending = self._pending, None
-            try:
-                evaluation = self._judge.evaluate(
-                    self._episode_id,
-                    self._scenario,
-                    self._characters,
-                    turns,
-                    kind="provisional",
-                    cancel=self._cancel,
-                )
-            except Cancelled:
-                return
-            self.completed += 1
-            self._on_result(evaluation)
+        try:
+            if self._warm_up:
+                self._judge.warm_up(self._scenario, self._characters, cancel=self._cancel)
+            while (turns := self._next_request()) is not None:
+                self._score(turns)
+        except Cancelled:
+            return
+
+    def _score(self, turns: list[Turn]) -> None:
+        newest = turns[-1].index if turns else -1
+        skipped = [turn.index for turn in turns if self._scored_through < turn.index < newest]
+        evaluation = self._judge.evaluate_live(
+            self._episode_id,
+            self._scenario,
+            self._characters,
+            turns,
+            skipped_turns=skipped,
+            cancel=self._cancel,
+        )
+        self._scored_through = newest
+        self.completed += 1
+        self.skipped += len(skipped)
+        self._on_result(evaluation)

@@ -52,6 +52,7 @@ from .visibility import HINT_TAGS, agent_view
 DEFAULT_MAX_TURNS = 20
 DEFAULT_STALE_LIMIT = 2
 LLAMA_KINDS = {"embedded", "embedded-base", "gguf", "catalog"}
+LIVE_CLOSE_TIMEOUT_S = 20  # how long the end of an episode waits for the last live score
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,13 @@ class RunnerEvents:
 
     def turn_committed(self, turn: Turn) -> None: ...
 
-    def evaluation(self, evaluation: Evaluation) -> None: ...
+    def evaluation(self, evaluation: Evaluation) -> None:
+        """A stored evaluation. Live ones (kind "provisional", from the live judge's thread) come
+        in turn order, one per scored turn: `after_turn` is the turn scored, `skipped_turns` the
+        turns since the previous live score that got none (the judge fell behind and scored the
+        newest), `latency_ms` the judge's time, `prompt_tokens - cached_tokens` what it read
+        afresh. The last turn's live score comes before the status turns to finished, and the
+        terminal evaluation (kind "terminal", with reasons) after it."""
 
     def status_changed(self, episode: Episode) -> None: ...
 
@@ -387,15 +394,14 @@ class EpisodeRunner:
         self._pause.clear()
         if not self._begin():
             return self.episode
-        try:
-            while not self.finished:
-                if self._pause.is_set():
-                    self._set_status(EpisodeStatus.paused)
-                    break
-                if not self._advance():
-                    break
-        finally:
-            self._close_live()
+        # The live judge is left running on a pause, so the last turn's score still arrives;
+        # the end of the episode or `close` stops it.
+        while not self.finished:
+            if self._pause.is_set():
+                self._set_status(EpisodeStatus.paused)
+                break
+            if not self._advance():
+                break
         return self.episode
 
     @_holding_lease
@@ -404,12 +410,9 @@ class EpisodeRunner:
         if not self._begin():
             return None
         before = len(self.turns)
-        try:
-            self._advance()
-            if not self.finished and self.episode.status == EpisodeStatus.running:
-                self._set_status(EpisodeStatus.paused)
-        finally:
-            self._close_live()
+        self._advance()  # the live judge goes on scoring the turn after the step returns
+        if not self.finished and self.episode.status == EpisodeStatus.running:
+            self._set_status(EpisodeStatus.paused)
         return self.turns[-1] if len(self.turns) > before else None
 
     def _begin(self) -> bool:
@@ -432,7 +435,13 @@ class EpisodeRunner:
                 judge = None
             if judge is not None:
                 self._live = LiveEvaluator(
-                    judge, self.episode.id, self.scenario, self.characters, self._store_live
+                    judge,
+                    self.episode.id,
+                    self.scenario,
+                    self.characters,
+                    self._store_live,
+                    scored_through=self.turns[-1].index if self.turns else -1,
+                    warm_up=_keeps_kv_cache(judge.backend),
                 )
         return True
 
@@ -533,7 +542,7 @@ class EpisodeRunner:
         return turn
 
     def _finish(self, reason: str) -> None:
-        self._close_live()
+        self._close_live(finish=True)  # the last turn's live score first, then the terminal one
         self.episode.end_reason = reason
         self._set_status(EpisodeStatus.finished)
         if self.episode.judge_model or self._judge_backend is not None:
@@ -569,9 +578,9 @@ class EpisodeRunner:
             return
         self.events.evaluation(evaluation)
 
-    def _close_live(self) -> None:
+    def _close_live(self, finish: bool = False) -> None:
         if self._live is not None:
-            self._live.close(cancel_running=True, timeout=30)
+            self._live.close(finish=finish, cancel_running=True, timeout=LIVE_CLOSE_TIMEOUT_S)
             self._live = None
 
     def _set_status(self, status: EpisodeStatus) -> None:
@@ -592,6 +601,12 @@ class EpisodeRunner:
             self._judge_backend.close()
             self._judge_backend = None
             self._judge = None
+
+
+def _keeps_kv_cache(backend: ChatBackend) -> bool:
+    """A local llama.cpp backend: worth filling its KV cache with the judge's opening early."""
+    spec = getattr(backend, "spec", None)
+    return spec is not None and spec.kind in LLAMA_KINDS
 
 
 def run_episode(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -227,8 +228,10 @@ def test_live_evaluation_is_stored_as_provisional(store: Store):
     episode = new_episode(store, setup(live_eval=True))
 
     class SlowJudge(ReplayBackend):
-        def complete(self, messages, **kw):
-            return Completion(text=judge_answer(), finish_reason="stop")
+        def complete(self, messages, schema=None, **kw):
+            live = "scores" in schema["properties"]  # a live call: both sides' integers only
+            text = json.dumps({"scores": [GOOD_SCORES, GOOD_SCORES]}) if live else judge_answer()
+            return Completion(text=text, finish_reason="stop")
 
     runner = EpisodeRunner(
         store,
