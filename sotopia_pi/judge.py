@@ -225,11 +225,14 @@ def live_messages(
 
 
 def warm_up_messages(
-    scenario: Scenario, characters: tuple[Character, Character], dimensions: DimensionSet
+    scenario: Scenario,
+    characters: tuple[Character, Character],
+    dimensions: DimensionSet,
+    played: Sequence[Turn] = (),
 ) -> list[ChatMessage]:
-    """The shared opening alone (the transcript header, no turn yet), to fill the judge's KV cache
-    while the first turn is being played."""
-    user = judge_context(scenario, characters, [], dimensions).removesuffix(NOTHING_HAPPENED)
+    """The shared opening with the turns already played (none: just the transcript header), no
+    task: what the judge's KV cache can hold before the next turn is played."""
+    user = judge_context(scenario, characters, played, dimensions).removesuffix(NOTHING_HAPPENED)
     return [ChatMessage(role="system", content=JUDGE_SYSTEM), ChatMessage(role="user", content=user)]
 
 
@@ -377,14 +380,22 @@ class Judge:
         return evaluation
 
     def warm_up(
-        self, scenario: Scenario, characters: tuple[Character, Character], cancel: threading.Event | None = None
+        self,
+        scenario: Scenario,
+        characters: tuple[Character, Character],
+        played: Sequence[Turn] = (),
+        cancel: threading.Event | None = None,
     ) -> None:
-        """Read the opening all of the episode's judge prompts share into the backend's KV cache
-        (one sampled token), so that the first live call reads only the first turn. A failure is
-        left for the real calls to report; Cancelled propagates."""
+        """Read the opening all of the episode's judge prompts share, with the turns already
+        played (a resumed episode), into the backend's KV cache (one sampled token), so that the
+        first live call reads only the next turn. A failure is left for the real calls to report;
+        Cancelled propagates."""
         try:
             self.backend.complete(
-                warm_up_messages(scenario, characters, self.dimensions), max_tokens=1, temperature=0.0, cancel=cancel
+                warm_up_messages(scenario, characters, self.dimensions, played),
+                max_tokens=1,
+                temperature=0.0,
+                cancel=cancel,
             )
         except BackendError as error:
             log.info("the live judge's warm-up failed: %s", error)
@@ -450,7 +461,8 @@ class LiveEvaluator:
 
     Each live call is `Judge.evaluate_live`: its prompt only grows from one call to the next,
     so a judge backend with a KV cache re-reads just the new turn and the short task.
-    `warm_up=True` reads the shared opening while the first turn is being played.
+    `warm_up=True` reads the shared opening (and the `played` turns, those of the episode
+    before this evaluator started, which it does not score) while the next turn is played.
     """
 
     def __init__(
@@ -461,7 +473,7 @@ class LiveEvaluator:
         characters: tuple[Character, Character],
         on_result: Callable[[Evaluation], None],
         *,
-        scored_through: int = -1,
+        played: Sequence[Turn] = (),
         warm_up: bool = False,
     ):
         self._judge = judge
@@ -469,7 +481,8 @@ class LiveEvaluator:
         self._scenario = scenario
         self._characters = characters
         self._on_result = on_result
-        self._scored_through = scored_through
+        self._played = list(played)
+        self._scored_through = self._played[-1].index if self._played else -1
         self._warm_up = warm_up
         self._pending: list[Turn] | None = None
         self._condition = threading.Condition()
@@ -521,11 +534,13 @@ class LiveEvaluator:
     def _loop(self) -> None:
         try:
             if self._warm_up:
-                self._judge.warm_up(self._scenario, self._characters, cancel=self._cancel)
+                self._judge.warm_up(self._scenario, self._characters, self._played, cancel=self._cancel)
             while (turns := self._next_request()) is not None:
                 self._score(turns)
         except Cancelled:
             return
+        except Exception:  # a bug must not pass silently; the episode plays on without live scores
+            log.exception("the live judge of episode %s stopped", self._episode_id)
 
     def _score(self, turns: list[Turn]) -> None:
         newest = turns[-1].index if turns else -1

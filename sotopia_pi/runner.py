@@ -440,7 +440,7 @@ class EpisodeRunner:
                     self.scenario,
                     self.characters,
                     self._store_live,
-                    scored_through=self.turns[-1].index if self.turns else -1,
+                    played=self.turns,
                     warm_up=_keeps_kv_cache(judge.backend),
                 )
         return True

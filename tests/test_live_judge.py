@@ -446,3 +446,38 @@ def test_embedded_judge_scores_every_turn_within_one_turn_reading_few_fresh_toke
     assert sum(late) / 3 < sum(early) / 3 + 25, fresh
     stored = store.evaluations(episode_id, kind="provisional")
     assert stored[-1].prompt_tokens > stored[0].prompt_tokens + 100  # while the prompt itself grew
+
+
+def test_a_local_judge_is_warmed_with_the_opening_and_the_turns_already_played(store: Store):
+    from sotopia_pi.backends import ModelSpec
+
+    talk = [action("speak", f"line {i}") for i in range(3)]
+    episode_id = live_setup(store, live_eval=False)  # two turns played without a live judge
+    first = EpisodeRunner(store, episode_id, backends={0: ReplayBackend(talk, "a"), 1: ReplayBackend(talk, "b")})
+    first.step()
+    first.step()
+    first.close()
+    episode = store.episode(episode_id)
+    episode.live_eval = True
+    store.save_episode(episode)
+
+    judge = ScriptedJudge()
+    judge.spec = ModelSpec(kind="embedded")  # a llama.cpp model: it keeps a KV cache
+    events = Recorder()
+    resumed = EpisodeRunner(
+        store,
+        episode_id,
+        events=events,
+        backends={0: ReplayBackend(talk[1:], "a"), 1: ReplayBackend(talk[1:], "b")},
+        judge_backend=judge,
+    )
+    resumed.step()
+    with events.scored:
+        assert events.scored.wait_for(lambda: 2 in events.scored_turns, WAIT_S)
+    resumed.close()
+    warm, live = judge.calls
+    assert warm["max_tokens"] == 1 and warm["schema"] is None
+    warmed = warm["messages"][-1].content
+    assert 'Turn #1: Tomas Reyes said: "line 0"' in warmed and "Turn #2" not in warmed
+    assert live["messages"][-1].content.startswith(warmed)
+    assert [entry for entry in events.log if entry[0] == "provisional"] == [("provisional", 2, ())]
