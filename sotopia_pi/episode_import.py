@@ -341,55 +341,13 @@ def evaluation_from_rewards(
 
 
 def episode_exists(store: Store, episode_id: str) -> bool:
-    with store.transaction() as conn:
-        return conn.execute("SELECT 1 FROM episodes WHERE id=?", (episode_id,)).fetchone() is not None
+    return store.has_episode(episode_id)
 
 
 def insert_episode(store: Store, episode: Episode, turns: Sequence[Turn], evaluation: Evaluation | None) -> bool:
     """Write an episode with its turns, tags and evaluation in one transaction. False (and
     nothing written) when an episode with that id is already stored."""
-    with store.transaction() as conn:
-        if conn.execute("SELECT 1 FROM episodes WHERE id=?", (episode.id,)).fetchone():
-            return False
-        conn.execute(
-            "INSERT INTO episodes (id, scenario_id, status, agent1_model, agent2_model, judge_model, "
-            "turn_count, created_at, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                episode.id,
-                episode.scenario_id,
-                episode.status.value,
-                episode.agent_models[0],
-                episode.agent_models[1],
-                episode.judge_model,
-                len(turns),
-                episode.created_at,
-                episode.updated_at,
-                episode.model_dump_json(),
-            ),
-        )
-        conn.executemany(
-            "INSERT INTO episode_tags (episode_id, tag) VALUES (?, ?)",
-            [(episode.id, tag) for tag in dict.fromkeys(episode.tags)],
-        )
-        conn.executemany(
-            "INSERT INTO turns (episode_id, idx, agent, action_type, data) VALUES (?, ?, ?, ?, ?)",
-            [(t.episode_id, t.index, t.agent, t.action_type.value, t.model_dump_json()) for t in turns],
-        )
-        if evaluation is not None:
-            conn.execute(
-                "INSERT INTO evaluations (id, episode_id, kind, after_turn, ok, created_at, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    evaluation.id,
-                    evaluation.episode_id,
-                    evaluation.kind,
-                    evaluation.after_turn,
-                    int(evaluation.ok),
-                    evaluation.created_at,
-                    evaluation.model_dump_json(),
-                ),
-            )
-    return True
+    return store.add_finished_episode(episode, turns, evaluation)
 
 
 # -- Sotopia rows -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -463,31 +463,23 @@ class Store:
         episode.last_error = redact(clean_text(episode.last_error))
         turn_count = self._query("SELECT COUNT(*) AS n FROM turns WHERE episode_id=?", (episode.id,))
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO episodes (id, scenario_id, status, agent1_model, agent2_model, "
-                "judge_model, turn_count, created_at, updated_at, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "status=excluded.status, agent1_model=excluded.agent1_model, "
-                "agent2_model=excluded.agent2_model, judge_model=excluded.judge_model, "
-                "updated_at=excluded.updated_at, data=excluded.data",
-                (
-                    episode.id,
-                    episode.scenario_id,
-                    episode.status.value,
-                    episode.agent_models[0],
-                    episode.agent_models[1],
-                    episode.judge_model,
-                    turn_count[0]["n"],
-                    episode.created_at,
-                    episode.updated_at,
-                    episode.model_dump_json(),
-                ),
-            )
-            conn.execute("DELETE FROM episode_tags WHERE episode_id=?", (episode.id,))
-            conn.executemany(
-                "INSERT INTO episode_tags (episode_id, tag) VALUES (?, ?)",
-                [(episode.id, tag) for tag in dict.fromkeys(episode.tags)],
-            )
+            _write_episode_row(conn, episode, turn_count[0]["n"])
+
+    def has_episode(self, episode_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM episodes WHERE id=?", (episode_id,)))
+
+    def add_finished_episode(self, episode: Episode, turns: Sequence[Turn], evaluation: Evaluation | None) -> bool:
+        """Store a whole episode (an imported one) with its turns, tags and evaluation in one
+        transaction. False, and nothing written, when an episode with that id exists."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM episodes WHERE id=?", (episode.id,)).fetchone():
+                return False
+            _write_episode_row(conn, episode, len(turns))
+            for turn in turns:
+                _write_turn(conn, turn)
+            if evaluation is not None:
+                _write_evaluation(conn, evaluation)
+        return True
 
     def episode(self, episode_id: str) -> Episode:
         rows = self._query("SELECT data FROM episodes WHERE id=?", (episode_id,))
@@ -577,10 +569,7 @@ class Store:
                     f"turn {turn.index} of episode {turn.episode_id} is out of order "
                     f"(the next turn is {expected})"
                 )
-            conn.execute(
-                "INSERT INTO turns (episode_id, idx, agent, action_type, data) VALUES (?, ?, ?, ?, ?)",
-                (turn.episode_id, turn.index, turn.agent, turn.action_type.value, turn.model_dump_json()),
-            )
+            _write_turn(conn, turn)
             conn.execute(
                 "UPDATE episodes SET turn_count=?, updated_at=? WHERE id=?",
                 (turn.index + 1, utc_now(), turn.episode_id),
@@ -606,19 +595,7 @@ class Store:
             if agent.failure:
                 agent.failure = redact(clean_text(agent.failure))
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO evaluations (id, episode_id, kind, after_turn, ok, created_at, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    evaluation.id,
-                    evaluation.episode_id,
-                    evaluation.kind,
-                    evaluation.after_turn,
-                    int(evaluation.ok),
-                    evaluation.created_at,
-                    evaluation.model_dump_json(),
-                ),
-            )
+            _write_evaluation(conn, evaluation)
 
     def evaluations(self, episode_id: str, kind: str | None = None) -> list[Evaluation]:
         sql = "SELECT data FROM evaluations WHERE episode_id=?"
@@ -698,3 +675,57 @@ class Store:
         for key in self._ADAPTER_JSON_COLUMNS:
             values[key] = json.loads(values[key])
         return values
+
+
+# -- rows shared by the writers above ---------------------------------------------------------
+
+
+def _write_episode_row(conn: sqlite3.Connection, episode: Episode, turn_count: int) -> None:
+    conn.execute(
+        "INSERT INTO episodes (id, scenario_id, status, agent1_model, agent2_model, "
+        "judge_model, turn_count, created_at, updated_at, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "status=excluded.status, agent1_model=excluded.agent1_model, "
+        "agent2_model=excluded.agent2_model, judge_model=excluded.judge_model, "
+        "updated_at=excluded.updated_at, data=excluded.data",
+        (
+            episode.id,
+            episode.scenario_id,
+            episode.status.value,
+            episode.agent_models[0],
+            episode.agent_models[1],
+            episode.judge_model,
+            turn_count,
+            episode.created_at,
+            episode.updated_at,
+            episode.model_dump_json(),
+        ),
+    )
+    conn.execute("DELETE FROM episode_tags WHERE episode_id=?", (episode.id,))
+    conn.executemany(
+        "INSERT INTO episode_tags (episode_id, tag) VALUES (?, ?)",
+        [(episode.id, tag) for tag in dict.fromkeys(episode.tags)],
+    )
+
+
+def _write_turn(conn: sqlite3.Connection, turn: Turn) -> None:
+    conn.execute(
+        "INSERT INTO turns (episode_id, idx, agent, action_type, data) VALUES (?, ?, ?, ?, ?)",
+        (turn.episode_id, turn.index, turn.agent, turn.action_type.value, turn.model_dump_json()),
+    )
+
+
+def _write_evaluation(conn: sqlite3.Connection, evaluation: Evaluation) -> None:
+    conn.execute(
+        "INSERT INTO evaluations (id, episode_id, kind, after_turn, ok, created_at, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            evaluation.id,
+            evaluation.episode_id,
+            evaluation.kind,
+            evaluation.after_turn,
+            int(evaluation.ok),
+            evaluation.created_at,
+            evaluation.model_dump_json(),
+        ),
+    )
