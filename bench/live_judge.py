@@ -8,11 +8,13 @@ judge on its own model instance, with its own threads), in a throw-away home. Th
 model given; when one of them leaves or idles, its turn is replaced by a canned, realistic line
 (counted in the report) so that every run plays all its turns, as the figures are per turn.
 
-Per live evaluation it prints: the turn scored, the judge's seconds, the lag (turns committed
-after that turn before its score arrived: 0 = before the next turn was committed, 1 = while
-the turn after next was being played), the prompt tokens of the call and those read afresh
-(not from the judge's KV cache), and the turns skipped. Targets: lag at most 1 for every turn,
-no turn without a live score, fresh tokens flat in the turn index (slope near 0).
+Per live evaluation it prints: the turn scored, the judge's seconds for the call, the seconds
+from the turn's commit to its score (the call plus any wait behind the previous call), the lag
+(the turn being played when the score arrived, minus the turn scored: 1 = the score of turn k
+came while turn k+1 was played, 2 = while turn k+2 was, which misses the target), the prompt
+tokens of the call and those read afresh (not from the judge's KV cache), and the turns
+skipped. Targets: lag at most 1 for every turn, no turn without a live score, fresh tokens flat
+in the turn index (slope near 0).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ EPISODE_DEFAULT_MAX_TOKENS = 200  # EpisodeSetup's default: turns as long as in 
 class LiveScore:
     after_turn: int
     seconds: float
+    seconds_after_commit: float
     lag: int
     prompt_tokens: int
     fresh_tokens: int
@@ -121,6 +124,7 @@ class Timeline:
         self.latest_committed = -1
         self.turn_seconds: list[float] = []
         self.started: dict[int, float] = {}
+        self.committed_at: dict[int, float] = {}
         self.live: list[LiveScore] = []
         self.terminal_at: float | None = None
         self.finished_at: float | None = None
@@ -134,19 +138,23 @@ class Timeline:
     def turn_committed(self, turn) -> None:
         with self.lock:
             self.latest_committed = turn.index
+            self.committed_at[turn.index] = time.perf_counter()
             self.turn_seconds.append(turn.latency_ms / 1000)
 
     def evaluation(self, evaluation) -> None:
         if evaluation.kind == "terminal":
             self.terminal_at = time.perf_counter()
             return
+        now = time.perf_counter()
         with self.lock:
-            lag = self.latest_committed - evaluation.after_turn
+            playing = self.latest_committed + 1  # the turn being played (or the one after the last)
+            since_commit = now - self.committed_at.get(evaluation.after_turn, now)
         self.live.append(
             LiveScore(
                 after_turn=evaluation.after_turn,
                 seconds=round(evaluation.latency_ms / 1000, 2),
-                lag=lag,
+                seconds_after_commit=round(since_commit, 2),
+                lag=playing - evaluation.after_turn,
                 prompt_tokens=evaluation.prompt_tokens,
                 fresh_tokens=evaluation.prompt_tokens - evaluation.cached_tokens,
                 skipped=list(evaluation.skipped_turns),
@@ -217,10 +225,11 @@ def play(options: argparse.Namespace) -> Report:
 def print_report(report: Report) -> None:
     print(f"agents {report.model}, judge {report.judge}: {report.turns} turns "
           f"({report.canned_turns} canned), agent turn {report.agent_seconds_mean:.2f} s on average")
-    print(f"{'turn':>4} {'judge s':>8} {'lag':>4} {'prompt':>7} {'fresh':>6}  skipped")
+    print(f"{'turn':>4} {'judge s':>8} {'after s':>8} {'lag':>4} {'prompt':>7} {'fresh':>6}  skipped")
     for score in report.live:
         mark = "" if score.ok else "  (failed)"
-        print(f"{score.after_turn:>4} {score.seconds:>8.2f} {score.lag:>4} {score.prompt_tokens:>7} "
+        print(f"{score.after_turn:>4} {score.seconds:>8.2f} {score.seconds_after_commit:>8.2f} {score.lag:>4} "
+              f"{score.prompt_tokens:>7} "
               f"{score.fresh_tokens:>6}  {score.skipped or '-'}{mark}")
     seconds = [score.seconds for score in report.live]
     fresh = [score.fresh_tokens for score in report.live[1:]]
