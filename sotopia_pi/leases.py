@@ -199,7 +199,8 @@ class Heartbeat:
         while not self._stopped.wait(self._interval):
             try:
                 if not renew(self._store, self._lease):
-                    self._on_lost()
+                    if not self._stopped.is_set():  # a beat that outlived `stop` must not stop a newer lease's runner
+                        self._on_lost()
                     return
             except Exception as error:  # a busy or closed store: try again at the next beat
                 log.warning("lease heartbeat failed: %s", error)
