@@ -78,6 +78,8 @@ def resolve_adapter(spec: ModelSpec) -> ModelSpec:
     registered one (the store is opened only then)."""
     if not spec.adapter or spec.kind not in _ADAPTER_FILE_KINDS or Path(spec.adapter).expanduser().exists():
         return spec
+    if "/" in spec.adapter or spec.adapter.endswith(".gguf"):  # a path (names never look so): the backend says what is wrong
+        return spec
     shipped = shipped_adapter(spec.adapter, spec.kind)
     if shipped is not None:
         return replace(spec, adapter=str(shipped))
