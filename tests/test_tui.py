@@ -112,7 +112,7 @@ async def test_whole_flow_takeover_hand_back_then_find_it_in_the_inspector(store
         assert turns[3].argument == "Deal at 230."
         scores = screen.query_one(ScorePanel)
         assert scores.evaluation is not None and scores.evaluation.kind == "terminal"
-        assert "TERMINAL" in plain(scores)
+        assert "TERMINAL" in scores.text()
 
         await pilot.press("r")
         assert isinstance(app.screen, ReasoningScreen)

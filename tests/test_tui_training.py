@@ -239,7 +239,7 @@ async def test_swap_modal_swaps_a_sides_adapter_between_turns(store: Store, tmp_
         assert all(transcript.view(i).change_note == "" for i in (0, 1, 2))
         text = transcript.text()
         assert text.index("now plays with adapter bc-1@v1") < text.index("Tomas 1")
-        assert f"{SWAP_MARK} Tomas: bc-1@v1 from turn #3" in plain(screen.query_one(ScorePanel))
+        assert f"{SWAP_MARK} Tomas: bc-1@v1 from turn #3" in screen.query_one(ScorePanel).text()
 
         # and back to the base model
         await pilot.press("a", "2", "enter")

@@ -54,6 +54,7 @@ class EpisodeScreen(Screen):
         Binding("2", "take_over(1)", "Play side 2"),
         Binding("h,ctrl+b", "hand_back", "Hand back", key_display="h/^b"),
         Binding("r", "reasoning", "Reasoning"),
+        Binding("d", "chart_dimension", "Chart dimension"),
         Binding("a", "pick_adapter", "Swap adapter"),
         Binding("escape", "leave", "Back"),
     ]
@@ -171,7 +172,18 @@ class EpisodeScreen(Screen):
             note = "Live scoring is off: scores come when the episode ends."
         else:
             note = ""
-        self.query_one(ScorePanel).show(official_or_latest(history), history, note)
+        panel = self.query_one(ScorePanel)
+        panel.show(official_or_latest(history), history, note)
+        panel.set_judging(self.judging and not any(e.kind == "terminal" for e in history))
+
+    @property
+    def judging(self) -> bool:
+        """Whether the judge is making the terminal evaluation now."""
+        return self.finished and self.playing and bool(self.episode.judge_model)
+
+    def action_chart_dimension(self) -> None:
+        dimension = self.query_one(ScorePanel).cycle_dimension()
+        self.notify(f"The chart shows {'overall and ' + dimension if dimension else 'the overall scores'}.", timeout=3)
 
     def _show_takeover(self, side: int | None = None) -> None:
         """Show the panel for `side` (or for whichever side a person plays), or hide it."""
@@ -237,6 +249,7 @@ class EpisodeScreen(Screen):
         self._pausing = False
         self._current = None
         self.query_one(Transcript).drop_pending()
+        self.query_one(ScorePanel).set_judging(False)
         self._refresh_header()
         self._show_takeover()
 
@@ -290,6 +303,8 @@ class EpisodeScreen(Screen):
             self._error = f"The model failed: {message.episode.last_error}"
         self._refresh_header()
         self._show_takeover()
+        if self.judging:
+            self._refresh_scores()
 
     # -- the person's actions -------------------------------------------------------------
 

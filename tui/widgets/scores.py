@@ -1,13 +1,18 @@
-"""The score panel: both agents' dimensions, provisional or terminal, and how they moved."""
+"""The score panel: both agents' dimensions, provisional or terminal, and a chart of how they moved."""
 
 from __future__ import annotations
 
+import io
+import time
 from collections.abc import Sequence
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
-from textual.widgets import Static
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import ProgressBar, Static
+from textual_plotext import PlotextPlot
 
 from sotopia_pi.episode import Evaluation
 from sotopia_pi.judge import DimensionSet
@@ -134,8 +139,53 @@ def failures(evaluation: Evaluation | None, names: tuple[str, str]) -> list[Text
     ]
 
 
-class ScorePanel(Static):
-    """Shows one evaluation (the newest) and the trend over all of them."""
+SIDE_COLORS = ("cyan", "orange")
+SWAP_COLOR = "magenta"
+
+
+def chart_series(
+    history: Sequence[Evaluation], side: int, dimension: str | None
+) -> tuple[list[int], list[float]]:
+    """(turns, values) of one side's live scores: the overall score, or one dimension's.
+    Only provisional evaluations: one point per scored turn (the terminal one is in the table)."""
+    turns: list[int] = []
+    values: list[float] = []
+    for evaluation in history:
+        agent = evaluation.agents[side]
+        if evaluation.kind != "provisional" or not agent.ok:
+            continue
+        if dimension is None:
+            value = agent.overall
+        else:
+            score = agent.scores.get(dimension)
+            value = score.score if score is not None else None
+        if value is not None:
+            turns.append(evaluation.after_turn)
+            values.append(float(value))
+    return turns, values
+
+
+def skipped_note(history: Sequence[Evaluation]) -> str:
+    """Says which turns the live judge skipped because it fell behind ("" when none)."""
+    skipped = sorted({turn for e in history if e.kind == "provisional" for turn in e.skipped_turns})
+    if not skipped:
+        return ""
+    listed = ", ".join(f"#{turn}" for turn in skipped)
+    plural = "s" if len(skipped) > 1 else ""
+    return f"The live judge fell behind and skipped turn{plural} {listed}: it scored the newest turn instead."
+
+
+def swap_legend(names: tuple[str, str], swaps: Sequence[tuple[int, int, str]]) -> list[Text]:
+    return [
+        Text.assemble((SWAP_MARK, f"bold {SWAP_COLOR}"), f" {_short(names[side])}: {label} from turn #{turn}")
+        for turn, side, label in swaps
+    ]
+
+
+class ScorePanel(Vertical):
+    """The newest evaluation as a table, and the live scores as a chart against the turn:
+    each side's overall score and, when one is chosen, one dimension (`cycle_dimension`).
+    Adapter swaps are vertical lines; a bar runs while the terminal evaluation is made."""
 
     def __init__(self, names: tuple[str, str], dimensions: DimensionSet, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -145,8 +195,22 @@ class ScorePanel(Static):
         self.history: list[Evaluation] = []
         self.note = ""
         self.swaps: list[tuple[int, int, str]] = []
+        self.dimension: str | None = None  # charted beside the overall score
+        self.judging_since: float | None = None
+        self._words: dict[str, object] = {}  # what each Static says, by part
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="scores-title")
+        yield Static(id="scores-table")
+        yield PlotextPlot(id="scores-chart")
+        yield Static(id="scores-notes")
+        with Horizontal(id="scores-judging"):
+            yield ProgressBar(total=None, show_eta=False, show_percentage=False)
+            yield Static(id="scores-judging-label")
 
     def on_mount(self) -> None:
+        self.query_one("#scores-judging").display = False
+        self.set_interval(1.0, self._tick_judging)
         self._redraw()
 
     def show(self, evaluation: Evaluation | None, history: Sequence[Evaluation], note: str = "") -> None:
@@ -156,20 +220,101 @@ class ScorePanel(Static):
         self._redraw()
 
     def show_swaps(self, swaps: Sequence[tuple[int, int, str]]) -> None:
-        """Adapter swaps to mark on the trend: (turn index, side, label)."""
+        """Adapter swaps to mark on the chart: (turn index, side, label)."""
         if list(swaps) != self.swaps:
             self.swaps = list(swaps)
             self._redraw()
 
+    def cycle_dimension(self) -> str | None:
+        """Chart the next dimension beside the overall score (after the last: none). Returns it."""
+        names = [None, *(d.name for d in self.dimensions.dimensions)]
+        self.dimension = names[(names.index(self.dimension) + 1) % len(names)]
+        self._redraw()
+        return self.dimension
+
+    def set_judging(self, judging: bool) -> None:
+        """Show (or hide) that the judge is making the terminal evaluation."""
+        if judging == (self.judging_since is not None):
+            return
+        self.judging_since = time.monotonic() if judging else None
+        self.query_one("#scores-judging").display = judging
+        self._tick_judging()
+
+    def _tick_judging(self) -> None:
+        if self.judging_since is None:
+            return
+        seconds = time.monotonic() - self.judging_since
+        self.query_one("#scores-judging-label", Static).update(
+            f" The judge is scoring the whole episode ({seconds:.0f} s; it takes tens of seconds)"
+        )
+
+    def text(self, width: int = 100) -> str:
+        """Everything the panel says in words (for tests), the chart aside."""
+        console = Console(width=width, file=io.StringIO(), record=True)
+        for part in self._words.values():
+            console.print(part)
+        if self.judging_since is not None:
+            console.print(self.query_one("#scores-judging-label", Static).content)
+        return console.export_text()
+
+    def _say(self, part: str, renderable) -> None:
+        self._words[part] = renderable
+        self.query_one(f"#scores-{part}", Static).update(renderable)
+
     def _redraw(self) -> None:
-        parts: list = [evaluation_title(self.evaluation)]
+        if not self.is_mounted:
+            return
+        title = Text()
+        title.append_text(evaluation_title(self.evaluation))
         if self.note:
-            parts.append(Text(self.note, style="dim"))
-        parts.append(score_table(self.evaluation, self.names, self.dimensions))
-        parts.extend(failures(self.evaluation, self.names))
-        parts.append(Text(f"overall per evaluation ({len(self.history)} so far)", style="dim"))
-        parts.extend(trend_lines(self.history, self.names, self.dimensions, self.swaps))
-        self.update(Group(*parts))
+            title.append("\n" + self.note, style="dim")
+        self._say("title", title)
+        self._say("table", Group(score_table(self.evaluation, self.names, self.dimensions), *failures(self.evaluation, self.names)))
+        notes = swap_legend(self.names, self.swaps)
+        skipped = skipped_note(self.history)
+        if skipped:
+            notes.append(Text(skipped, style="yellow"))
+        chart = self.query_one("#scores-chart", PlotextPlot)
+        live = sum(1 for e in self.history if e.kind == "provisional")
+        chart.display = live > 0 or bool(self.swaps)
+        if not chart.display:
+            notes.insert(0, Text("The chart of live scores fills in as turns are scored.", style="dim"))
+        self._say("notes", Group(*notes))
+        self._draw_chart()
+
+    def _draw_chart(self) -> None:
+        chart = self.query_one("#scores-chart", PlotextPlot)
+        plt = chart.plt
+        plt.clear_data()
+        plt.clear_figure()
+        low, high = overall_range(self.dimensions)
+        label = "overall"
+        if self.dimension is not None:
+            dim = next(d for d in self.dimensions.dimensions if d.name == self.dimension)
+            low, high = min(low, dim.low), max(high, dim.high)
+            label = f"overall (line) and {dim.name} (dots)"
+        plt.title(f"live scores: {label}")
+        last_turn = 1
+        for side in (0, 1):
+            name = _short(self.names[side])
+            turns, values = chart_series(self.history, side, None)
+            if turns:
+                plt.plot(turns, values, label=name, marker="braille", color=SIDE_COLORS[side])
+                last_turn = max(last_turn, turns[-1])
+            if self.dimension is not None:
+                turns, values = chart_series(self.history, side, self.dimension)
+                if turns:
+                    plt.scatter(turns, values, marker="dot", color=SIDE_COLORS[side])
+        for turn, _side, _label in self.swaps:
+            plt.vline(turn, SWAP_COLOR)
+            last_turn = max(last_turn, turn)
+        plt.xlim(0, last_turn)
+        step = max(1, -(-last_turn // 6))  # at most about seven whole-turn ticks
+        ticks = list(range(0, last_turn + 1, step))
+        plt.xticks(ticks, [f"#{turn}" for turn in ticks])
+        plt.ylim(low, high)
+        plt.xlabel("turn")
+        chart.refresh()
 
 
 def reasoning_text(evaluation: Evaluation, names: tuple[str, str], dimensions: DimensionSet) -> Text:
