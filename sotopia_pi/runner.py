@@ -278,7 +278,9 @@ class EpisodeRunner:
             self._turn_cancel.set()
 
     def stop(self) -> None:
-        """End the episode now; the turn in progress is abandoned and the judge scores the rest."""
+        """End the episode now; the turn in progress is abandoned and the judge scores the rest.
+        Before any turn there is nothing to judge or curate: the episode is left paused (it can
+        be resumed, or deleted by whoever asked for the stop)."""
         self._stop.set()
         self._turn_cancel.set()
 
@@ -542,6 +544,10 @@ class EpisodeRunner:
         return turn
 
     def _finish(self, reason: str) -> None:
+        if not self.turns:  # stopped before any turn: not finished, never judged
+            self._stop.clear()
+            self._set_status(EpisodeStatus.paused)
+            return
         self._close_live(finish=True)  # the last turn's live score first, then the terminal one
         self.episode.end_reason = reason
         self._set_status(EpisodeStatus.finished)

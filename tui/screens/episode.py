@@ -31,6 +31,7 @@ from ..widgets.scores import ScorePanel
 from ..widgets.takeover import ActionChosen, TakeoverPanel
 from ..widgets.transcript import Transcript, adapter_label
 from .adapter_picker import AdapterPick, AdapterPickerScreen
+from .confirm import ConfirmScreen
 from .reasoning import ReasoningScreen
 
 ACTIVE = (WorkerState.PENDING, WorkerState.RUNNING)
@@ -88,6 +89,8 @@ class EpisodeScreen(Screen):
         self._busy: dict[str, EpisodeScreen] = {}  # the app's episodes with a live runner
         self.person_sides = {side for side in (0, 1) if self.runner.is_human(side)}
         self._sync_lock = threading.Lock()
+        self._stopping_empty = False  # a stop asked before any turn was played
+        self._discarded = False
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -252,6 +255,9 @@ class EpisodeScreen(Screen):
         self.query_one(ScorePanel).set_judging(False)
         self._refresh_header()
         self._show_takeover()
+        empty_stop = self.episode.status == EpisodeStatus.paused and not self.runner.turns
+        if self._stopping_empty and empty_stop and not self._error:
+            self._ask_keep_or_discard()
 
     # -- runner events --------------------------------------------------------------------
 
@@ -343,9 +349,38 @@ class EpisodeScreen(Screen):
             self.notify("The episode is already over.")
             return
         self.runner.stop()
-        self.notify("Stopping: the judge scores what was played.")
+        if self.runner.turns:
+            self.notify("Stopping: the judge scores what was played.")
+        else:
+            self._stopping_empty = True
+            self.notify("Stopping before any turn: there is nothing to judge.")
         if not self.playing:
             self._start(step=False)
+
+    def _ask_keep_or_discard(self) -> None:
+        """After a stop before any turn: the episode is paused, not finished; keep it or not."""
+        self._stopping_empty = False
+        self.app.push_screen(
+            ConfirmScreen(
+                "No turn was played, so there is nothing to judge or curate.\n"
+                "Discard this episode, or keep it to resume later (p here, or from the inspector)?",
+                yes="Discard",
+                no="Keep",
+            ),
+            self._discard_if,
+        )
+
+    def _discard_if(self, discard: bool | None) -> None:
+        if not discard:
+            self.notify("Kept: it is paused with no turns; p starts it, or resume it from the inspector.")
+            return
+        if self.runner.turns or self.playing:
+            self.notify("A turn was played meanwhile; the episode is kept.", severity="warning")
+            return
+        self._discarded = True
+        self.store.delete_episode(self.episode.id)
+        self.notify("The episode was discarded.")
+        self.dismiss()
 
     def action_take_over(self, side: int) -> None:
         if self.finished:

@@ -1,0 +1,58 @@
+"""Defects a newcomer found in the TUI (issue 13), each driven with Pilot."""
+
+from __future__ import annotations
+
+import pytest
+
+from sotopia_pi.episode import EpisodeStatus
+from sotopia_pi.store import Store
+from tui.app import SotopiaApp
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.episode import EpisodeScreen
+from tui.screens.library import LibraryScreen
+
+from .factories import action, judge_answer, seed_store
+from .tui_support import HeldBackend, factory_with, replay_settings, wait_until
+
+SIZE = (120, 40)
+
+
+# -- defect 3: a stop before any turn ------------------------------------------------------
+
+
+async def stop_before_any_turn(store: Store, tmp_path):
+    """Start an episode whose side 1 is caught generating turn 0, and press s."""
+    seed_store(store)
+    settings = replay_settings(tmp_path, side1=[], side2=[action("speak", "b0")], judge=[judge_answer()] * 3)
+    held = HeldBackend([action("speak", "a0"), action("leave")])
+    app = SotopiaApp(store, settings, backend_factory=factory_with({settings.agent1_model: held}), load_library=False)
+    return app, held
+
+
+@pytest.mark.parametrize("answer", ["n", "y"])
+async def test_a_stop_before_any_turn_is_never_judged_and_is_kept_or_discarded(store: Store, tmp_path, answer):
+    app, held = await stop_before_any_turn(store, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.selected is not None)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        screen = app.screen
+        episode_id = screen.episode.id
+        await wait_until(pilot, held.generating.is_set, what="turn 0 to be generating")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="keep or discard")
+        assert store.episode(episode_id).status == EpisodeStatus.paused  # not "finished"
+        assert store.turns(episode_id) == [] and store.evaluations(episode_id) == []  # not judged
+        assert store.episodes(status=EpisodeStatus.finished) == []  # so curation never sees it
+        await pilot.press(answer)
+        if answer == "y":
+            await wait_until(pilot, lambda: isinstance(app.screen, LibraryScreen), what="back to the library")
+            assert all(e.id != episode_id for e in store.episodes())
+            return
+        assert app.screen is screen and store.episode(episode_id).status == EpisodeStatus.paused
+        held.release.set()
+        await pilot.press("p")  # kept: it plays on from turn 0, and is judged once it has turns
+        await wait_until(pilot, lambda: screen.episode.status == EpisodeStatus.finished and not screen.playing)
+        turns = store.turns(episode_id)
+        assert [t.argument for t in turns][:2] == ["a0", "b0"]
+        assert store.terminal_evaluation(episode_id) is not None
