@@ -50,8 +50,16 @@ def check(
                 typer.echo(str(problem), err=True)
         raise fail(f"{len(error.problems)} problem(s) in the library")
     summary = library.summary()
+    corpus, corpus_problems = _check_corpus(path)
+    if corpus_problems:
+        if as_json:
+            emit_json({"ok": False, **summary, "expert_corpus": None, "errors": corpus_problems})
+        else:
+            for problem in corpus_problems:
+                typer.echo(problem, err=True)
+        raise fail(f"{len(corpus_problems)} problem(s) in the expert corpus")
     if as_json:
-        emit_json({"ok": True, **summary, "errors": []})
+        emit_json({"ok": True, **summary, "expert_corpus": corpus, "errors": []})
         return
     typer.echo(f"library: {summary['path']}")
     typer.echo(
@@ -64,7 +72,25 @@ def check(
     typer.echo(
         f"fewest valid character pairs: {summary['min_valid_pairs']} ({summary['min_valid_pairs_scenario']})"
     )
+    if corpus is not None:
+        typer.echo(
+            f"expert corpus: {corpus['episodes']} episodes ({corpus['expert']} expert, {corpus['poor']} poor) "
+            f"on {corpus['scenarios']} scenarios; held out: {len(corpus['heldout_scenarios'])} scenarios, "
+            f"{corpus['heldout_episodes']} episodes"
+        )
     typer.echo("no problems found")
+
+
+def _check_corpus(path: Path | None) -> tuple[dict | None, list[str]]:
+    """The expert corpus beside the built-in library (None for another library folder)."""
+    from ..expert_corpus import CorpusError, corpus_summary, load_corpus
+
+    if path is not None:
+        return None, []
+    try:
+        return corpus_summary(load_corpus()), []
+    except CorpusError as error:
+        return None, str(error).splitlines()[1:] or [str(error)]
 
 
 def _counts(counts: dict[str, int]) -> str:
