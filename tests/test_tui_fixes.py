@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sotopia_pi.config import Settings
 from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.store import Store
 from tui.app import SotopiaApp
@@ -56,3 +57,62 @@ async def test_a_stop_before_any_turn_is_never_judged_and_is_kept_or_discarded(s
         turns = store.turns(episode_id)
         assert [t.argument for t in turns][:2] == ["a0", "b0"]
         assert store.terminal_evaluation(episode_id) is not None
+
+
+# -- defect 4: who played a side -----------------------------------------------------------
+
+NEVER_LOADED = "gguf:/nonexistent/model.gguf"
+
+
+def person_played_a_model_side(store: Store) -> str:
+    """The demo's finished episode, its side 2 set to a model that never loaded: a person
+    played every turn of that side (as after a takeover at turn 0)."""
+    from .tui_support import demo_episodes
+
+    finished = demo_episodes(store)[0]
+    episode = store.episode(finished)
+    episode.agent_models = ["embedded", NEVER_LOADED]
+    store.save_episode(episode)
+    return finished
+
+
+async def test_sides_a_person_played_are_shown_as_the_persons(store: Store):
+    from textual.widgets import DataTable, Static
+
+    from tui.screens.curation import CurationScreen
+    from tui.screens.inspector import InspectorScreen, ReplayScreen
+
+    from .test_tui import plain
+
+    episode_id = person_played_a_model_side(store)
+    app = SotopiaApp(store, Settings(), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        inspector = app.screen
+        assert isinstance(inspector, InspectorScreen)
+        table = inspector.query_one(DataTable)
+        row = table.get_row(episode_id)
+        assert (row[4], row[5]) == ("embedded", "person")
+        assert NEVER_LOADED not in " ".join(table.get_row_at(i)[5] for i in range(table.row_count))
+
+        table.move_cursor(row=table.get_row_index(episode_id))
+        await pilot.press("o")
+        assert isinstance(app.screen, ReplayScreen)
+        header = plain(app.screen.query_one("#replay-header", Static))
+        assert "Tomas Reyes (side 2): person" in header and NEVER_LOADED not in header
+        await pilot.press("escape")
+
+        app.open_episode(episode_id, autostart=False)
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        await pilot.pause()
+        header = plain(app.screen.query_one("#episode-header", Static))
+        assert "Tomas Reyes (side 2): YOU played it" in header and NEVER_LOADED not in header
+        await pilot.press("escape")
+
+        await pilot.press("f6")
+        curation = app.screen
+        assert isinstance(curation, CurationScreen)
+        await wait_until(pilot, lambda: bool(curation.rows), what="the curation table")
+        cells = {row.candidate.side: row.cells() for row in curation.rows if row.candidate.episode_id == episode_id}
+        assert cells[1][4] == "person" and cells[0][5] == "person"
+        assert NEVER_LOADED not in str(cells)

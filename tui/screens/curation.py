@@ -42,6 +42,7 @@ from sotopia_pi.export import SelectionStats
 from sotopia_pi.snapshots import check_name, create_snapshot, snapshot_exists
 from sotopia_pi.store import NotFound, Store
 
+from ..players import PERSON, played_by
 from ..widgets.filter_bar import ActiveFilters, FilterBar
 from ..widgets.selection_counts import SelectionCounts
 from .prompt import PromptField, PromptScreen
@@ -120,8 +121,8 @@ class TableRow:
             c.episode_id[-8:],
             c.scenario_id,
             str(c.side + 1),
-            short_model(c.model),
-            short_model(self.partner_model),
+            played_by(c.model, c.by_human, not c.by_human, short_model),
+            self.partner_model if self.partner_model == PERSON else short_model(self.partner_model),
             score_cell(c, c.score("goal")),
             score_cell(c, c.overall),
             Text(decision, style="red" if c.decision == "reject" else "green"),
@@ -134,8 +135,8 @@ COLUMNS = (
     Column("episode", "episode", lambda r: (r.candidate.created_at, r.candidate.episode_id), 8),
     Column("scenario", "scenario", lambda r: r.candidate.scenario_id, 12),
     Column("side", "side", lambda r: r.candidate.side, 4),
-    Column("model", "model", lambda r: r.candidate.model, 16),
-    Column("partner", "vs model", lambda r: r.partner_model, 16),
+    Column("model", "played by", lambda r: played_by(r.candidate.model, r.candidate.by_human, not r.candidate.by_human), 16),
+    Column("partner", "vs", lambda r: r.partner_model, 16),
     Column("goal", "goal", lambda r: score_sort(r.candidate.score("goal")), 5, descending_first=True),
     Column("overall", "overall", lambda r: score_sort(r.candidate.overall), 7, descending_first=True),
     Column("decision", "decision", lambda r: r.candidate.decision or "", 11),
@@ -150,8 +151,9 @@ def details_text(row: TableRow | None) -> Text:
     c = row.candidate
     text = Text()
     text.append(f"episode {c.episode_id} · side {c.side + 1} · {c.scenario_id} · {c.created_at[:19].replace('T', ' ')}\n")
-    text.append(f"model {c.model}  vs  {row.partner_model}", style="dim")
-    text.append(f" · {c.examples} training turns" + (" · a person played" if c.by_human else ""), style="dim")
+    player = f"played by a person (the side was set to {c.model})" if c.by_human else f"model {c.model}"
+    text.append(f"{player}  vs  {row.partner_model}", style="dim")
+    text.append(f" · {c.examples} training turns", style="dim")
     if c.tags:
         text.append(f" · tags: {', '.join(c.tags)}", style="dim")
     if c.decision:
@@ -310,7 +312,7 @@ class CurationScreen(Screen):
         except CurationError as error:
             self.notify(str(error), severity="error", timeout=10)
             return
-        models = {c.key: c.model for c in self.candidates}
+        models = {c.key: played_by(c.model, c.by_human, not c.by_human) for c in self.candidates}
         self.rows = [
             TableRow(
                 row,

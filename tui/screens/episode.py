@@ -27,6 +27,7 @@ from sotopia_pi.runner import EpisodeError, EpisodeRunner
 from sotopia_pi.store import Store
 
 from ..messages import EvaluationArrived, PostingEvents, StatusChanged, TokenStreamed, TurnCommitted, TurnStarted
+from ..players import side_players
 from ..widgets.scores import ScorePanel
 from ..widgets.takeover import ActionChosen, TakeoverPanel
 from ..widgets.transcript import Transcript, adapter_label
@@ -129,11 +130,15 @@ class EpisodeScreen(Screen):
         return self._runner_busy.is_set()
 
     def side_label(self, side: int) -> str:
+        """Who plays the side now, and who played its earlier turns when that was someone else."""
         model = self.episode.agent_models[side]
+        person, by_model = side_players(self.runner.turns).get(side, (False, False))
         if side in self.person_sides:
-            player = "YOU" if parse_model_name(model).is_human else f"YOU ({model} on hold)"
+            player = f"YOU (took over from {model})" if by_model else "YOU"
+        elif person and not by_model:
+            player = "YOU played it" if self.finished else f"YOU so far; {model} from the next turn"
         else:
-            player = model
+            player = f"{model} and YOU" if person else model
         return f"{self.names[side]} (side {side + 1}): {player}"
 
     def _refresh_header(self) -> None:

@@ -17,26 +17,29 @@ from sotopia_pi.judge import load_dimension_set
 from sotopia_pi.store import Store
 
 from ..widgets.scores import ComparisonPanel
+from ..players import played_by, side_players
 from ..widgets.transcript import ACTION_LABELS
 from .reasoning import ReasoningScreen
 
 RESUMABLE = (EpisodeStatus.paused, EpisodeStatus.running)
 FILTER_DELAY = 0.25
-COLUMNS = ("created", "scenario", "status", "turns", "side 1 model", "side 2 model", "overall 1", "overall 2", "goal 1", "goal 2", "tags")
+COLUMNS = ("created", "scenario", "status", "turns", "side 1 played by", "side 2 played by", "overall 1", "overall 2", "goal 1", "goal 2", "tags")
 
 
 def score_cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def row_cells(row: EpisodeRow) -> tuple[str, ...]:
+def row_cells(row: EpisodeRow, players: dict[int, tuple[bool, bool]] | None = None) -> tuple[str, ...]:
+    """The table's cells; `players` (side_players of its turns) names who played each side."""
+    players = players or {}
     return (
         row.created_at[:19].replace("T", " "),
         row.scenario,
         f"{row.status.value} (error)" if row.last_error and row.status in RESUMABLE else row.status.value,
         str(row.turn_count),
-        row.agent_models[0],
-        row.agent_models[1],
+        played_by(row.agent_models[0], *players.get(0, (False, True))),
+        played_by(row.agent_models[1], *players.get(1, (False, True))),
         score_cell(row.overall[0]),
         score_cell(row.overall[1]),
         score_cell(row.goal[0]),
@@ -109,7 +112,7 @@ class InspectorScreen(Screen):
         selected = self.selected_id()
         table.clear()
         for row in rows:
-            table.add_row(*row_cells(row), key=row.id)
+            table.add_row(*row_cells(row, self._players(row)), key=row.id)
         total = len(rows) if len(rows) < DEFAULT_LIMIT else count_episodes(self.store, filters)
         shown = f"{len(rows)} episodes" if total == len(rows) else f"newest {len(rows)} of {total} episodes (narrow the filters)"
         self.query_one("#episode-count", Label).update(
@@ -117,6 +120,15 @@ class InspectorScreen(Screen):
         )
         if selected is not None and selected in {row.id for row in rows}:
             table.move_cursor(row=table.get_row_index(selected))
+
+    def _players(self, row: EpisodeRow) -> dict[int, tuple[bool, bool]]:
+        """Who played each side of a row's episode, read from its turns once per turn count."""
+        cache = self.__dict__.setdefault("_players_cache", {})
+        known = cache.get(row.id)
+        if known is None or known[0] != row.turn_count:
+            known = (row.turn_count, side_players(self.store.turns(row.id)))
+            cache[row.id] = known
+        return known[1]
 
     def selected_id(self) -> str | None:
         table = self.query_one(DataTable)
@@ -249,9 +261,11 @@ class ReplayScreen(Screen):
         episode = self.episode
         text = Text()
         text.append(f"{self.scenario.codename or self.scenario.id}  ", style="bold")
+        players = side_players(self.turns)
+        who = [played_by(episode.agent_models[side], *players.get(side, (False, True))) for side in (0, 1)]
         text.append(
-            f"{self.names[0]} (side 1): {episode.agent_models[0]}  vs  "
-            f"{self.names[1]} (side 2): {episode.agent_models[1]}  · judge: {episode.judge_model or 'none'}\n"
+            f"{self.names[0]} (side 1): {who[0]}  vs  "
+            f"{self.names[1]} (side 2): {who[1]}  · judge: {episode.judge_model or 'none'}\n"
         )
         text.append(f"episode {episode.id} · {episode.status.value} · {len(self.turns)} turns", style="dim")
         if episode.end_reason:
