@@ -116,3 +116,33 @@ async def test_sides_a_person_played_are_shown_as_the_persons(store: Store):
         cells = {row.candidate.side: row.cells() for row in curation.rows if row.candidate.episode_id == episode_id}
         assert cells[1][4] == "person" and cells[0][5] == "person"
         assert NEVER_LOADED not in str(cells)
+
+
+# -- defect 5: what the model wrote, beside how it was parsed ------------------------------
+
+
+async def test_a_turn_saved_as_leaving_shows_what_the_model_wrote(store: Store, tmp_path):
+    from tui.widgets.transcript import Transcript
+
+    seed_store(store)
+    goodbye = '{"action_type": "leave", "argument": "Fine, keep your bike then."}'
+    settings = replay_settings(
+        tmp_path, side1=[action("speak", "Two-fifty."), goodbye], side2=[action("none", "hmm, thinking")], judge=[judge_answer()]
+    )
+    settings.live_eval = False
+    app = SotopiaApp(store, settings, load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.selected is not None)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.episode.status == EpisodeStatus.finished and not screen.playing)
+        await pilot.pause()
+        turns = store.turns(screen.episode.id)
+        assert [t.action_type.value for t in turns] == ["speak", "none", "leave"]
+        assert turns[2].argument == ""  # a leave carries no argument...
+        transcript = screen.query_one(Transcript)
+        leave = transcript.view(2).render().plain
+        assert "[leaves]" in leave and "the model wrote: " + goodbye in leave  # ...but it was written
+        assert "the model wrote" in transcript.view(1).render().plain
+        assert "the model wrote" not in transcript.view(0).render().plain  # a speech shows itself

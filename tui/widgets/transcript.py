@@ -11,6 +11,7 @@ from textual.widget import Widget
 
 from sotopia_pi.backends import ModelNameError, parse_model_name
 from sotopia_pi.episode import ActionType, Turn
+from sotopia_pi.prompts import partial_argument
 
 ACTION_LABELS = {
     ActionType.none: "does nothing",
@@ -88,6 +89,20 @@ def turn_text(index: int, speaker: str, action: str, argument: str, note: str = 
     return text
 
 
+WROTE_MAX_CHARS = 400
+
+
+def model_wrote(turn: Turn) -> str:
+    """What a model wrote for a turn saved with no argument ([does nothing], [leaves]), so that
+    the text streamed on screen does not just vanish ("" when there is nothing to add)."""
+    if turn.by_human or turn.argument or turn.action_type not in (ActionType.none, ActionType.leave):
+        return ""
+    raw = turn.raw_output.strip()
+    if not turn.parse_note and not partial_argument(raw).strip():
+        return ""  # a clean leave or silence: it said nothing more
+    return raw if len(raw) <= WROTE_MAX_CHARS else raw[:WROTE_MAX_CHARS] + "…"
+
+
 class TurnView(Widget):
     """One turn. While the agent generates it shows the argument so far; once committed it
     shows the parsed action."""
@@ -125,7 +140,12 @@ class TurnView(Widget):
             return turn_text(self.index, self.speaker, "…" if self.streamed else "thinking…", self.streamed)
         who = self.speaker + (" (you)" if turn.by_human else "")
         note = f"({turn.parse_note})" if turn.parse_note else ""
-        return turn_text(turn.index, who, ACTION_LABELS[turn.action_type], turn.argument, note)
+        text = turn_text(turn.index, who, ACTION_LABELS[turn.action_type], turn.argument, note)
+        wrote = model_wrote(turn)
+        if wrote:
+            text.append("\nthe model wrote: ", style="dim italic")
+            text.append(wrote, style="dim")
+        return text
 
     def mark_change(self, note: str) -> None:
         self.change_note = note
