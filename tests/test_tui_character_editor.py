@@ -198,7 +198,7 @@ async def test_a_relationship_added_here_lets_the_character_play_scenarios_at_th
         assert len(store.relationships()) == count + 1
         assert ("ilse-brandvold", "mara-okafor") in pairs()
         listed = plain(screen.query_one("#relation-list", Static))
-        assert "friend (3) with Mara Okafor" in listed and "Night ferry regulars." in listed
+        assert "friend with Mara Okafor" in listed and "Night ferry regulars." in listed
 
 
 async def test_export_asks_for_a_folder_and_writes_files_that_load_back(store: Store, tmp_path: Path):

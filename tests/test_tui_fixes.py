@@ -146,3 +146,114 @@ async def test_a_turn_saved_as_leaving_shows_what_the_model_wrote(store: Store, 
         assert "[leaves]" in leave and "the model wrote: " + goodbye in leave  # ...but it was written
         assert "the model wrote" in transcript.view(1).render().plain
         assert "the model wrote" not in transcript.view(0).render().plain  # a speech shows itself
+
+
+# -- defects 7 and 8: keys that mean one thing, no internal values on screen ---------------
+
+
+async def test_f5_is_generate_on_every_screen_and_help_says_so(store: Store):
+    from tui.screens.curation import CurationScreen
+    from tui.screens.generate import GenerateScreen
+    from tui.screens.help import HelpScreen
+    from tui.screens.inspector import InspectorScreen
+
+    seed_store(store)
+    app = SotopiaApp(store, Settings(), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        for key, screen_type in (("f3", InspectorScreen), ("f6", CurationScreen)):
+            await pilot.press(key)
+            await wait_until(pilot, lambda: isinstance(app.screen, screen_type))
+            await pilot.press("f5")
+            await wait_until(pilot, lambda: isinstance(app.screen, GenerateScreen), what=f"F5 from {key}")
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        f5 = [(title, b.description) for title, bindings in app.screen.sections for b in bindings if "f5" in b.key.split(",")]
+        assert f5 == [("Everywhere", "Generate")]  # nothing else claims F5
+
+
+async def test_f2_shows_the_library_not_the_last_finished_episode(store: Store, tmp_path):
+    seed_store(store)
+    settings = replay_settings(tmp_path, side1=[action("leave")], side2=[], judge=[], live_eval=False)
+    settings.judge_model = ""
+    app = SotopiaApp(store, settings, load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.selected is not None)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.finished and not screen.playing, what="the episode to end")
+        await pilot.press("f3", "f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, LibraryScreen), what="the library")
+        await pilot.press("f2")  # and from the library itself
+        assert isinstance(app.screen, LibraryScreen)
+
+
+async def test_library_search_and_lists_from_the_keyboard(store: Store):
+    from textual.widgets import Input, OptionList, Static
+
+    from sotopia_pi.profiles import Scenario
+
+    from .test_tui import plain
+
+    seed_store(store)
+    store.save_scenario(Scenario(id="other", codename="lost_keys", scenario="Two neighbours search for keys.", agent_goals=["Find them", "Go home"]))
+    app = SotopiaApp(store, Settings(), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        library = app.screen
+        scenarios = library.query_one("#scenario-list", OptionList)
+        search = library.query_one("#search", Input)
+        await pilot.pause()
+        assert scenarios.has_focus and search.value == ""  # / at launch searches, it is not typed
+        first = library.selected.id
+        await pilot.press("j")
+        assert scenarios.highlighted == 1 and library.selected.id != first
+        await pilot.press("k")
+        assert scenarios.highlighted == 0 and library.selected.id == first
+
+        await pilot.press("slash")
+        assert search.has_focus and search.value == ""
+        await pilot.press(*"zzz")
+        await wait_until(pilot, lambda: scenarios.option_count == 0)
+        assert "No scenario matches the search." in plain(library.query_one("#details", Static))
+        await pilot.press("escape")
+        assert scenarios.has_focus and isinstance(app.screen, LibraryScreen)
+
+        await pilot.press("ctrl+t")  # the characters tab, with the search still matching nothing
+        await pilot.pause()
+        assert "No character matches the search." in plain(library.query_one("#details", Static))
+
+
+def test_scenario_constraints_and_levels_are_said_in_words():
+    from sotopia_pi.profiles import RelationshipLevel, Scenario
+    from tui.screens.library import scenario_details
+
+    scenario = Scenario(
+        id="s", codename="meet", scenario="Two strangers meet.", agent_goals=["Talk", "Listen"],
+        relationship=RelationshipLevel.stranger, age_constraint=[(18, 30), (50, 70)],
+        occupation_constraint=[["nurse", "teacher"], []], agent_constraint=[["ines"], ["tomas", "mara"]],
+    )
+    text = scenario_details(scenario, {"ines": "Ines Varga", "tomas": "Tomas Reyes"}).plain
+    assert "Relationship it needs: stranger\n" in text and "(0)" not in text
+    assert "Ages: side 1 18–30; side 2 50–70" in text and "[(" not in text
+    assert "Occupations: side 1 nurse or teacher; side 2 any" in text
+    assert "Only these characters: side 1 Ines Varga; side 2 Tomas Reyes or mara" in text
+
+
+def test_validation_errors_are_said_without_pydantic_internals():
+    from pydantic import BaseModel, ValidationError
+
+    from tui.errors import describe
+
+    class Record(BaseModel):
+        age: int
+        name: str
+
+    with pytest.raises(ValidationError) as caught:
+        Record(age="old")  # type: ignore[arg-type]
+    said = describe(caught.value)
+    assert said.splitlines() == [
+        "Not valid (2 problems):",
+        "age: Input should be a valid integer, unable to parse string as an integer",
+        "name: Field required",
+    ]
+    assert "input_value" not in said and "pydantic.dev" not in said and "Record" not in said

@@ -21,6 +21,7 @@ from sotopia_pi.config import Settings
 from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.store import Store
 
+from .errors import describe
 from .screens.adapter_picker import AdapterPickerScreen
 from .screens.character_editor import CharacterEditorScreen
 from .screens.curation import CurationScreen
@@ -68,12 +69,12 @@ class SotopiaApp(App):
     DEFAULT_MODE = "library"
     BINDINGS = [
         Binding("f1,question_mark", "help", "Help"),
-        Binding("f2", "switch_mode('library')", "Library"),
-        Binding("f3", "switch_mode('inspector')", "Inspector"),
-        Binding("f4", "switch_mode('settings')", "Settings"),
-        Binding("f5", "switch_mode('generate')", "Generate"),
-        Binding("f6", "switch_mode('curation')", "Curation"),
-        Binding("f7", "switch_mode('train')", "Train"),
+        Binding("f2", "go('library')", "Library"),
+        Binding("f3", "go('inspector')", "Inspector"),
+        Binding("f4", "go('settings')", "Settings"),
+        Binding("f5", "go('generate')", "Generate"),
+        Binding("f6", "go('curation')", "Curation"),
+        Binding("f7", "go('train')", "Train"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -112,6 +113,17 @@ class SotopiaApp(App):
 
     # -- navigation -----------------------------------------------------------------------
 
+    async def action_go(self, mode: str) -> None:
+        """Show the screen an F-key names. A finished episode left open on top of that screen
+        is closed on the way (one still being judged, or still playing, stays)."""
+        if self.current_mode != mode:
+            await self.switch_mode(mode)
+        while len(self.screen_stack) > 1 and isinstance(self.screen, EpisodeScreen) and self.screen.finished:
+            if self.screen.playing:
+                self.notify("This episode is still being judged; Esc leaves it.")
+                return
+            await self.pop_screen()
+
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
@@ -144,7 +156,7 @@ class SotopiaApp(App):
                 self.store, episode_id, autostart=autostart, backend_factory=self.backend_factory
             )
         except Exception as error:  # a record that fails validation, a missing character
-            self.notify(str(error), title="Cannot open the episode", severity="error", timeout=10)
+            self.notify(describe(error), title="Cannot open the episode", severity="error", timeout=10)
             return
         self.push_screen(screen)
 

@@ -104,7 +104,7 @@ def relationship_line(relationship: Relationship, me: str, names: dict[str, str]
     other = relationship.agent2_id if relationship.agent1_id == me else relationship.agent1_id
     level = RelationshipLevel(relationship.relationship)
     text = Text()
-    text.append(f"{level.name.replace('_', ' ')} ({int(level)})", style="bold")
+    text.append(level.name.replace("_", " "), style="bold")
     text.append(f" with {names.get(other, other)}", style="bold")
     text.append(f" ({other})\n", style="dim")
     text.append(f"  {relationship.background_story or '(no background story)'}")
@@ -395,7 +395,8 @@ class CharacterEditorScreen(Screen[str | None]):
         self.query_one("#relation-story", Input).value = ""
         self.show_relationships()
         partner = relationship.agent2_id if relationship.agent1_id == self.character_id else relationship.agent1_id
-        self.notify(f"Relationship saved: {RelationshipLevel(relationship.relationship).name} with {partner}.")
+        level = RelationshipLevel(relationship.relationship).name.replace("_", " ")
+        self.notify(f"Relationship saved: {level} with {partner}.")
 
     # -- export -----------------------------------------------------------------------------
 

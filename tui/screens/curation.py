@@ -42,6 +42,7 @@ from sotopia_pi.export import SelectionStats
 from sotopia_pi.snapshots import check_name, create_snapshot, snapshot_exists
 from sotopia_pi.store import NotFound, Store
 
+from ..errors import describe
 from ..players import PERSON, played_by
 from ..widgets.filter_bar import ActiveFilters, FilterBar
 from ..widgets.selection_counts import SelectionCounts
@@ -195,7 +196,7 @@ class CurationScreen(Screen):
         Binding("s", "sort_next", "Sort"),
         Binding("a", "toggle_all", "Show all/matching", show=False),
         Binding("ctrl+l", "clear_filters", "Clear filters", show=False),
-        Binding("f5", "reload", "Reload", show=False),
+        Binding("ctrl+u", "reload", "Reload", show=False),
         Binding("escape", "focus_table", "Back to the table", show=False),
     ]
 
@@ -310,7 +311,7 @@ class CurationScreen(Screen):
         try:
             self.view = self.make_view(self.filters)
         except CurationError as error:
-            self.notify(str(error), severity="error", timeout=10)
+            self.notify(describe(error), severity="error", timeout=10)
             return
         models = {c.key: played_by(c.model, c.by_human, not c.by_human) for c in self.candidates}
         self.rows = [
@@ -507,7 +508,7 @@ class CurationScreen(Screen):
         try:
             set_decision(self.store, c.episode_id, decision, side=side)  # type: ignore[arg-type]
         except CurationError as error:
-            self.notify(str(error), severity="error")
+            self.notify(describe(error), severity="error")
             return
         self.refresh_episode(c.episode_id)
         target = f"side {c.side + 1}" if side is not None else "both sides"
@@ -564,7 +565,7 @@ class CurationScreen(Screen):
         try:
             editor = TurnEditorScreen(self.store, row.candidate.episode_id, row.candidate.side)
         except NotFound as error:
-            self.notify(f"{error}; F5 reloads the list.", severity="error")
+            self.notify(f"{error}; ^u reloads the list.", severity="error")
             return
         self.open_child(editor, lambda changed: self.recount() if changed else None)
 
@@ -610,7 +611,7 @@ class CurationScreen(Screen):
         try:
             snapshot = create_snapshot(self.store, name, filters, description=description)
         except CurationError as error:
-            self.app.call_from_thread(self.notify, str(error), title="No snapshot made", severity="error", timeout=15)
+            self.app.call_from_thread(self.notify, describe(error), title="No snapshot made", severity="error", timeout=15)
             return
         manifest = snapshot.manifest
         self.app.call_from_thread(

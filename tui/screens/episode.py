@@ -26,6 +26,7 @@ from sotopia_pi.judge import load_dimension_set
 from sotopia_pi.runner import EpisodeError, EpisodeRunner
 from sotopia_pi.store import Store
 
+from ..errors import describe
 from ..messages import EvaluationArrived, PostingEvents, StatusChanged, TokenStreamed, TurnCommitted, TurnStarted
 from ..players import side_players
 from ..widgets.scores import ScorePanel
@@ -252,8 +253,8 @@ class EpisodeScreen(Screen):
             return
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            self._error = f"The episode stopped on an error: {type(error).__name__}: {error}"
-            self.notify(str(error), title="Episode error", severity="error", timeout=10)
+            self._error = f"The episode stopped on an error: {describe(error)}"
+            self.notify(describe(error), title="Episode error", severity="error", timeout=10)
         self._pausing = False
         self._current = None
         self.query_one(Transcript).drop_pending()
@@ -327,7 +328,7 @@ class EpisodeScreen(Screen):
         try:
             self.runner.submit(message.side, message.action)
         except EpisodeError as error:
-            self.notify(str(error), severity="error")
+            self.notify(describe(error), severity="error")
 
     # -- key actions ----------------------------------------------------------------------
 
@@ -456,7 +457,7 @@ class EpisodeScreen(Screen):
         try:
             records = list_adapters(self.store)
         except Exception as error:  # a record that no longer validates
-            self.notify(str(error), title="Cannot read the adapters", severity="error")
+            self.notify(describe(error), title="Cannot read the adapters", severity="error")
             return
         specs = {side: parse_model_name(self.episode.agent_models[side]) for side in sides}
         self.app.push_screen(

@@ -35,6 +35,7 @@ from sotopia_pi.generate import (
 from sotopia_pi.library import FieldError, LibraryError, RecordError, load_library
 from sotopia_pi.profiles import Scenario
 
+from ..errors import describe
 from ..widgets.scenario_form import ScenarioForm
 from .library import preset_model_choices
 
@@ -113,7 +114,7 @@ class GenerateScreen(Screen):
             self.seeds = unused_seeds(self.store, load_library())
         except LibraryError as error:
             self.seeds = []
-            self.notify(str(error), title="The seed prompts could not be read", severity="error", timeout=15)
+            self.notify(describe(error), title="The seed prompts could not be read", severity="error", timeout=15)
         self.fill_seeds()
 
     def fill_seeds(self) -> None:
@@ -253,7 +254,7 @@ class GenerateScreen(Screen):
         try:
             generated = save_proposal(self.store, self.proposal, form.data()[0])
         except (RecordError, SeedUsed, GenerationError) as error:
-            self.notify(str(error), title="Not saved", severity="error", timeout=10)
+            self.notify(describe(error), title="Not saved", severity="error", timeout=10)
             return
         scenario = generated.scenario
         self.log_line(f"saved {scenario.codename} with {len(generated.pairings)} pairing(s)")

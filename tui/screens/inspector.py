@@ -55,7 +55,7 @@ class InspectorScreen(Screen):
         Binding("o", "open", "Open"),
         Binding("ctrl+r", "resume", "Resume"),
         Binding("ctrl+l", "clear_filters", "Clear filters"),
-        Binding("f5", "reload", "Reload"),
+        Binding("ctrl+u", "reload", "Reload"),
     ]
 
     def compose(self) -> ComposeResult:

@@ -20,6 +20,7 @@ from sotopia_pi.profiles import Character, RelationshipLevel, Scenario, valid_pa
 from sotopia_pi.runner import EpisodeSetup, new_episode
 from sotopia_pi.visibility import render_goal
 
+from ..errors import describe
 from .adapter_picker import AdapterPick, AdapterPickerScreen
 from .character_editor import CharacterEditorScreen
 from .scenario_editor import ScenarioEditorScreen
@@ -62,27 +63,41 @@ def level_name(level: RelationshipLevel) -> str:
     return level.name.replace("_", " ")
 
 
-def scenario_details(scenario: Scenario) -> Text:
+def scenario_details(scenario: Scenario, names: dict[str, str] | None = None) -> Text:
+    """The scenario in words; `names` (character id -> name) for its character constraint."""
     text = Text()
     text.append(scenario.codename or scenario.id, style="bold")
     extras = " · ".join(part for part in (scenario.source, scenario.category) if part)
     text.append(f"  ({scenario.id}{' · ' + extras if extras else ''})\n", style="dim")
     text.append("Relationship it needs: ", style="bold")
-    text.append(f"{level_name(scenario.relationship)} ({int(scenario.relationship)})\n")
+    text.append(f"{level_name(scenario.relationship)}\n")
     text.append("Shared context: ", style="bold")
     text.append(f"{scenario.scenario.strip()}\n")
     for side, goal in enumerate(scenario.agent_goals):
         text.append(f"Goal of side {side + 1}: ", style="bold")
         text.append(f"{render_goal(goal)}\n")
-    for label, value in (
-        ("Ages", scenario.age_constraint),
-        ("Occupations", scenario.occupation_constraint),
-        ("Only these characters", scenario.agent_constraint),
-    ):
-        if value is not None:
-            text.append(f"{label}: ", style="bold")
-            text.append(f"{value}\n")
+    for label, value in constraint_lines(scenario, names or {}):
+        text.append(f"{label}: ", style="bold")
+        text.append(f"{value}\n")
     return text
+
+
+def per_side(values: list[str]) -> str:
+    return "; ".join(f"side {side + 1} {value}" for side, value in enumerate(values))
+
+
+def constraint_lines(scenario: Scenario, names: dict[str, str]) -> list[tuple[str, str]]:
+    """The scenario's constraints on who may play it, in words, side by side."""
+    lines = []
+    if scenario.age_constraint is not None:
+        lines.append(("Ages", per_side([f"{low}–{high}" for low, high in scenario.age_constraint])))
+    if scenario.occupation_constraint is not None:
+        lines.append(("Occupations", per_side([" or ".join(jobs) or "any" for jobs in scenario.occupation_constraint])))
+    if scenario.agent_constraint is not None:
+        lines.append(
+            ("Only these characters", per_side([" or ".join(names.get(i, i) for i in ids) or "any" for ids in scenario.agent_constraint]))
+        )
+    return lines
 
 
 def character_details(character: Character) -> Text:
@@ -117,6 +132,9 @@ class LibraryScreen(Screen):
         Binding("ctrl+p", "play_adapter", "Play vs adapter"),
         Binding("ctrl+n", "new_record", "New"),
         Binding("ctrl+o", "edit_record", "Edit"),
+        Binding("escape", "leave_search", "Leave the search", show=False),
+        Binding("j", "move(1)", "Down in a list", show=False),
+        Binding("k", "move(-1)", "Up in a list", show=False),
     ]
 
     def __init__(self) -> None:
@@ -127,6 +145,10 @@ class LibraryScreen(Screen):
         self.pairs: list[tuple[str, str]] = []
         self._wanted_partner: str | None = None
         self._settings_shown: Settings | None = None
+
+    @property
+    def character_names(self) -> dict[str, str]:
+        return {character_id: c.name for character_id, c in self.characters.items()}
 
     @property
     def settings(self) -> Settings:
@@ -165,6 +187,7 @@ class LibraryScreen(Screen):
 
     def on_mount(self) -> None:
         self.reload()
+        self.query_one("#scenario-list", OptionList).focus()  # so that / searches, j/k move
 
     # -- data -----------------------------------------------------------------------------
 
@@ -178,9 +201,9 @@ class LibraryScreen(Screen):
         except Exception as error:  # a record that no longer validates: say which
             self.scenarios, self.characters, self.relationships = [], {}, []
             self.query_one("#details", Static).update(
-                Text(f"The library could not be read: {error}", style="red")
+                Text(f"The library could not be read: {describe(error)}", style="red")
             )
-            self.notify(str(error), title="Library error", severity="error", timeout=15)
+            self.notify(describe(error), title="Library error", severity="error", timeout=15)
             return
         self.fill_lists()
         if not self.scenarios:
@@ -242,6 +265,8 @@ class LibraryScreen(Screen):
             Option(Text.assemble((c.name, "bold"), (f"  {c.occupation}", "dim")), id=c.id) for c in characters
         )
         self.highlight_character(highlighted.id if highlighted is not None else None)
+        if not characters and self.showing_characters:
+            self.query_one("#details", Static).update("No character matches the search.")
         # the scenario an episode would start with is always the one highlighted in the list
         shown = [s.id for s in scenarios]
         if self.selected is not None and self.selected.id in shown:
@@ -281,12 +306,25 @@ class LibraryScreen(Screen):
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
-        if event.pane.id == "tab-scenarios" and self.selected is not None:
-            self.query_one("#details", Static).update(scenario_details(self.selected))
+        """The details follow the tab: its highlighted record, or why there is none."""
+        details = self.query_one("#details", Static)
+        if event.pane.id == "tab-scenarios":
+            if self.selected is not None:
+                details.update(scenario_details(self.selected, self.character_names))
+            elif self.scenarios:
+                details.update("No scenario matches the search.")
+            return
+        option = self.query_one("#character-list", OptionList).highlighted_option
+        character = self.characters.get(option.id or "") if option is not None else None
+        if character is not None:
+            details.update(character_details(character))
+        else:
+            searching = bool(self.query_one("#search", Input).value.strip())
+            details.update("No character matches the search." if searching else "Pick a character.")
 
     def select_scenario(self, scenario: Scenario) -> None:
         self.selected = scenario
-        self.query_one("#details", Static).update(scenario_details(scenario))
+        self.query_one("#details", Static).update(scenario_details(scenario, self.character_names))
         self.query_one("#pairs-title", Label).update(
             f"Character pairs that fit {scenario.codename or scenario.id} "
             f"({level_name(scenario.relationship)})"
@@ -415,6 +453,22 @@ class LibraryScreen(Screen):
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()
 
+    def _shown_list(self) -> OptionList:
+        return self.query_one("#character-list" if self.showing_characters else "#scenario-list", OptionList)
+
+    def action_leave_search(self) -> None:
+        if isinstance(self.focused, Input):
+            self._shown_list().focus()
+
+    def action_move(self, step: int) -> None:
+        """j/k: down or up in the focused list (the scenario list when none is)."""
+        target = self.focused if isinstance(self.focused, OptionList) else self._shown_list()
+        target.focus()
+        if step > 0:
+            target.action_cursor_down()
+        else:
+            target.action_cursor_up()
+
     def action_switch_list(self) -> None:
         tabs = self.query_one(TabbedContent)
         tabs.active = "tab-characters" if tabs.active == "tab-scenarios" else "tab-scenarios"
@@ -434,7 +488,7 @@ class LibraryScreen(Screen):
         try:
             records = list_adapters(self.app.store)  # type: ignore[attr-defined]
         except Exception as error:  # a record that no longer validates
-            self.notify(str(error), title="Cannot read the adapters", severity="error")
+            self.notify(describe(error), title="Cannot read the adapters", severity="error")
             return
         if not records:
             self.notify("No trained adapter yet: train one on the Train screen (F7).", severity="warning")
@@ -463,7 +517,7 @@ class LibraryScreen(Screen):
         try:
             episode = new_episode(app.store, setup)  # type: ignore[attr-defined]
         except Exception as error:  # a bad model name, a missing record: say so, lose nothing
-            self.notify(str(error), title="Cannot start", severity="error", timeout=10)
+            self.notify(describe(error), title="Cannot start", severity="error", timeout=10)
             return
         app.open_episode(episode.id)  # type: ignore[attr-defined]
 

@@ -30,6 +30,7 @@ from sotopia_pi.library import (
 from sotopia_pi.profiles import Scenario
 from sotopia_pi.store import Store
 
+from ..errors import describe
 from ..widgets.scenario_form import ScenarioForm
 from .confirm import ConfirmScreen
 from .prompt import PromptField, PromptScreen
@@ -128,7 +129,7 @@ class ScenarioEditorScreen(Screen[str | None]):
         try:
             scenario, pairings = save_authored_scenario(self.store, data)
         except RecordError as error:  # the store changed under the form (a character removed)
-            self.notify(str(error), title="Not saved", severity="error", timeout=10)
+            self.notify(describe(error), title="Not saved", severity="error", timeout=10)
             return
         self.notify(f"Saved {scenario.codename} with {len(pairings)} pairing(s).", title="Scenario saved")
         self.dismiss(scenario.id)

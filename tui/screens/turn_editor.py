@@ -19,6 +19,7 @@ from sotopia_pi.curation import CurationError, edit_turn, is_editable, revert_tu
 from sotopia_pi.episode import Turn
 from sotopia_pi.store import NotFound, Store
 
+from ..errors import describe
 from ..widgets.transcript import ACTION_LABELS
 
 EDIT_MARK = "✎"
@@ -196,7 +197,7 @@ class TurnEditorScreen(Screen[bool]):
         try:
             edit_turn(self.store, self.episode.id, turn.index, text)
         except CurationError as error:
-            self.show_turn(Text(str(error), style="bold red"))
+            self.show_turn(Text(describe(error), style="bold red"))
             self.query_one(TextArea).text = text  # keep what the user typed
             return
         self.replace_turn(turn.index)
@@ -210,7 +211,7 @@ class TurnEditorScreen(Screen[bool]):
         try:
             revert_turn(self.store, self.episode.id, turn.index)
         except CurationError as error:
-            self.show_turn(Text(str(error), style="bold red"))
+            self.show_turn(Text(describe(error), style="bold red"))
             return
         self.replace_turn(turn.index)
         self.show_turn()

@@ -165,7 +165,7 @@ class ScenarioForm(VerticalScroll):
         self.touched: set[str] = {"record"}
 
     def compose(self) -> ComposeResult:
-        levels = [(f"{level.name.replace('_', ' ')} ({int(level)})", level.name) for level in RelationshipLevel]
+        levels = [(level.name.replace("_", " "), level.name) for level in RelationshipLevel]
         yield Label("Codename (lower_case_words)")
         yield Input(placeholder="e.g. shared_car_weekend", id="form-codename")
         yield Static(classes="field-error", id="error-codename")
