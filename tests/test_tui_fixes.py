@@ -257,3 +257,50 @@ def test_validation_errors_are_said_without_pydantic_internals():
         "name: Field required",
     ]
     assert "input_value" not in said and "pydantic.dev" not in said and "Record" not in said
+
+
+# -- defect 9: usable at 80x24 ---------------------------------------------------------------
+
+SMALL = (80, 24)
+
+
+def on_screen(app, widget) -> bool:
+    """The whole widget lies inside the terminal and is not scrolled out of its container."""
+    region = widget.region
+    screen = app.screen.region
+    return region.area > 0 and screen.contains_region(region)
+
+
+async def test_every_part_a_person_needs_is_on_an_80x24_screen(store: Store):
+    from textual.containers import VerticalScroll
+    from textual.widgets import Button, Input
+
+    from tui.screens.help import HelpScreen
+    from tui.widgets.fkeys import FKeyBar
+    from tui.widgets.transcript import Transcript
+
+    from .tui_support import demo_episodes
+
+    _, paused, _ = demo_episodes(store)
+    app = SotopiaApp(store, Settings(), load_library=False)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert on_screen(app, app.screen.query_one("#start", Button))  # Start without scrolling
+        bar = str(app.screen.query_one(FKeyBar).render())
+        assert all(f"F{n}" in bar for n in range(1, 8))  # the F-keys are in sight
+
+        app.open_episode(paused, autostart=False)
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        await pilot.pause()
+        await pilot.pause()
+        box = app.screen.query_one("#argument", Input)
+        assert on_screen(app, box)  # the person sees what they type
+        assert app.screen.query_one(Transcript).size.width >= 30  # a readable transcript
+        await pilot.press("escape")
+
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        scroll = app.screen.query_one("#help-box", VerticalScroll)
+        assert scroll.max_scroll_y > 0  # more help than fits: it scrolls
+        await pilot.press("pagedown")
+        await wait_until(pilot, lambda: scroll.scroll_y > 0, what="the help to scroll")

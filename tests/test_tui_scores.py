@@ -42,7 +42,7 @@ async def test_the_live_scores_are_a_chart_against_the_turn(store: Store):
         first = panel.dimensions.dimensions[0].name
         await pilot.press("d")
         assert panel.dimension == first
-        assert f"overall (line) and {first} (dots)" in chart_text(panel)
+        assert f"overall (●) and {first} (x)" in chart_text(panel)
         turns, values = chart_series(panel.history, 1, first)
         assert values == [float(e.agents[1].scores[first].score) for e in provisional]
         for _ in panel.dimensions.dimensions:

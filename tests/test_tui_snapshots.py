@@ -84,3 +84,55 @@ def test_scenario_editor_shows_problems_under_their_fields(snap_compare, demo_ap
         await settle(pilot)
 
     assert snap_compare(demo_app, terminal_size=SIZE, run_before=run_before)
+
+
+# -- every main screen at 80x24 (issue 13, defect 9) -----------------------------------------
+
+SMALL = (80, 24)
+
+
+def test_small_library(snap_compare, demo_app):
+    async def run_before(pilot):
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SMALL, run_before=run_before)
+
+
+def test_small_live_episode_person_plays_side_one(snap_compare, demo_app):
+    async def run_before(pilot):
+        pilot.app.open_episode(PAUSED, autostart=False)
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SMALL, run_before=run_before)
+
+
+def test_small_live_episode_finished(snap_compare, demo_app):
+    async def run_before(pilot):
+        pilot.app.open_episode(FINISHED, autostart=False)
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SMALL, run_before=run_before)
+
+
+@pytest.mark.parametrize("key", ["f3", "f4", "f5", "f6", "f7", "f1"])
+def test_small_screen_behind_a_key(snap_compare, demo_app, key, monkeypatch):
+    from pathlib import Path
+
+    from sotopia_pi import config
+
+    # the settings screen names its config file: the same on every run
+    monkeypatch.setattr(config, "config_path", lambda: Path("/home/you/.config/sotopia-pi/config.toml"))
+
+    async def run_before(pilot):
+        await pilot.press(key)
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SMALL, run_before=run_before)
+
+
+def test_small_replay_of_one_episode(snap_compare, demo_app):
+    async def run_before(pilot):
+        await pilot.press("f3", "down", "down", "o", "down", "down")
+        await settle(pilot)
+
+    assert snap_compare(demo_app, terminal_size=SMALL, run_before=run_before)

@@ -67,14 +67,18 @@ class SotopiaApp(App):
         "train": TrainScreen,
     }
     DEFAULT_MODE = "library"
+    # screen classes for small terminals (app.tcss lays screens out for 80x24 with them)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
-        Binding("f1,question_mark", "help", "Help"),
-        Binding("f2", "go('library')", "Library"),
-        Binding("f3", "go('inspector')", "Inspector"),
-        Binding("f4", "go('settings')", "Settings"),
-        Binding("f5", "go('generate')", "Generate"),
-        Binding("f6", "go('curation')", "Curation"),
-        Binding("f7", "go('train')", "Train"),
+        # shown on each main screen's top line (widgets.fkeys), not in the footer
+        Binding("f1,question_mark", "help", "Help", show=False),
+        Binding("f2", "go('library')", "Library", show=False),
+        Binding("f3", "go('inspector')", "Inspector", show=False),
+        Binding("f4", "go('settings')", "Settings", show=False),
+        Binding("f5", "go('generate')", "Generate", show=False),
+        Binding("f6", "go('curation')", "Curation", show=False),
+        Binding("f7", "go('train')", "Train", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 

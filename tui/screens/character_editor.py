@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, Footer, Input, Label, Select, Static, TextArea
 
 from sotopia_pi import paths
 from sotopia_pi.library import (
@@ -33,6 +33,7 @@ from sotopia_pi.library import (
 from sotopia_pi.profiles import Character, Relationship, RelationshipLevel
 from sotopia_pi.store import Store
 
+from ..widgets.fkeys import FKeyBar
 from .confirm import ConfirmScreen
 from .prompt import PromptField, PromptScreen
 
@@ -188,7 +189,7 @@ class CharacterEditorScreen(Screen[str | None]):
     # -- building ---------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield FKeyBar()
         with Vertical(id="char-head"):
             yield Static(self.title_text(), id="char-title")
             yield Static(id="char-summary")

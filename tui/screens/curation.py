@@ -17,7 +17,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from sotopia_pi.curation import (
@@ -45,6 +45,7 @@ from sotopia_pi.store import NotFound, Store
 from ..errors import describe
 from ..players import PERSON, played_by
 from ..widgets.filter_bar import ActiveFilters, FilterBar
+from ..widgets.fkeys import FKeyBar
 from ..widgets.selection_counts import SelectionCounts
 from .prompt import PromptField, PromptScreen
 from .turn_editor import TurnEditorScreen
@@ -224,7 +225,7 @@ class CurationScreen(Screen):
         return self.app.store  # type: ignore[attr-defined]
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield FKeyBar()
         yield FilterBar(id="filter-bar")
         yield Static("Loading episodes…", id="curation-status")
         yield DataTable(id="curation-table", cursor_type="row", zebra_stripes=True)

@@ -50,16 +50,16 @@ def official_or_latest(history: list[Evaluation]) -> Evaluation | None:
 
 class EpisodeScreen(Screen):
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("p", "toggle_pause", "Pause"),
         Binding("n", "step", "Step"),
         Binding("s", "stop", "Stop"),
-        Binding("1", "take_over(0)", "Play side 1"),
-        Binding("2", "take_over(1)", "Play side 2"),
+        Binding("1", "take_over(0)", "Play a side", key_display="1/2"),
+        Binding("2", "take_over(1)", "", show=False),  # listed with 1
         Binding("h,ctrl+b", "hand_back", "Hand back", key_display="h/^b"),
-        Binding("r", "reasoning", "Reasoning"),
-        Binding("d", "chart_dimension", "Chart dimension"),
-        Binding("a", "pick_adapter", "Swap adapter"),
-        Binding("escape", "leave", "Back"),
+        Binding("r", "reasoning", "Reasons"),
+        Binding("d", "chart_dimension", "Chart"),
+        Binding("a", "pick_adapter", "Adapter"),
+        Binding("escape", "leave", "Back", show=False),
     ]
 
     def __init__(
@@ -205,6 +205,7 @@ class EpisodeScreen(Screen):
         if self._current is not None and self._current[2] and self._current[1] in humans:
             side = self._current[1]  # a move the person owes comes first
         panel.display = side is not None and not self.finished
+        self.query_one("#episode-side").set_class(bool(panel.display), "person")
         if side is None or self.finished:
             return
         panel.play(side, self.names[side], self.runner.views[side])

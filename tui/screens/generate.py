@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, OptionList, RichLog, Select, Static
+from textual.widgets import Button, Footer, Input, Label, OptionList, RichLog, Select, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
@@ -36,6 +36,7 @@ from sotopia_pi.library import FieldError, LibraryError, RecordError, load_libra
 from sotopia_pi.profiles import Scenario
 
 from ..errors import describe
+from ..widgets.fkeys import FKeyBar
 from ..widgets.scenario_form import ScenarioForm
 from .library import preset_model_choices
 
@@ -65,7 +66,7 @@ class GenerateScreen(Screen):
         return self.app.store  # type: ignore[attr-defined]
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield FKeyBar()
         with Horizontal(id="generate"):
             with Vertical(id="generate-left"):
                 yield Input(placeholder="search the unused seed prompts", id="seed-search")

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Header, DataTable, Footer, Input, Label, OptionList, Select, Static
+from textual.widgets import DataTable, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from sotopia_pi.episode import Episode, EpisodeStatus, Evaluation, Turn
@@ -16,6 +16,7 @@ from sotopia_pi.episode_list import DEFAULT_LIMIT, EpisodeFilter, EpisodeRow, co
 from sotopia_pi.judge import load_dimension_set
 from sotopia_pi.store import Store
 
+from ..widgets.fkeys import FKeyBar
 from ..widgets.scores import ComparisonPanel
 from ..players import played_by, side_players
 from ..widgets.transcript import ACTION_LABELS
@@ -59,7 +60,7 @@ class InspectorScreen(Screen):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield FKeyBar()
         with Horizontal(id="filters"):
             yield Input(placeholder="scenario", id="filter-scenario")
             yield Input(placeholder="model", id="filter-model")

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Header, Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
+from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from sotopia_pi.adapters import list_adapters
@@ -21,6 +21,7 @@ from sotopia_pi.runner import EpisodeSetup, new_episode
 from sotopia_pi.visibility import render_goal
 
 from ..errors import describe
+from ..widgets.fkeys import FKeyBar
 from .adapter_picker import AdapterPick, AdapterPickerScreen
 from .character_editor import CharacterEditorScreen
 from .scenario_editor import ScenarioEditorScreen
@@ -158,7 +159,7 @@ class LibraryScreen(Screen):
         settings = self.settings
         self._settings_shown = settings
         side1, side2, judge = self.model_options()
-        yield Header(icon="◆")
+        yield FKeyBar()
         with Horizontal(id="library"):
             with Vertical(id="library-left"):
                 yield Input(placeholder="search scenarios and characters  (/)", id="search")
@@ -167,8 +168,9 @@ class LibraryScreen(Screen):
                         yield OptionList(id="scenario-list")
                     with TabPane("Characters", id="tab-characters"):
                         yield OptionList(id="character-list")
-            with VerticalScroll(id="library-right"):
-                yield Static(id="details")
+            with Vertical(id="library-right"):
+                with VerticalScroll(id="details-scroll"):
+                    yield Static(id="details")
                 yield Label("Character pairs that fit the selected scenario", classes="section", id="pairs-title")
                 yield OptionList(id="pair-list")
                 with Horizontal(classes="form-row"):

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Static
+from textual.widgets import Button, Footer, Static
 
 from sotopia_pi import paths
 from sotopia_pi.library import (
@@ -31,6 +31,7 @@ from sotopia_pi.profiles import Scenario
 from sotopia_pi.store import Store
 
 from ..errors import describe
+from ..widgets.fkeys import FKeyBar
 from ..widgets.scenario_form import ScenarioForm
 from .confirm import ConfirmScreen
 from .prompt import PromptField, PromptScreen
@@ -74,7 +75,7 @@ class ScenarioEditorScreen(Screen[str | None]):
         return f"Editing {name} ({self.original.id})"
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield FKeyBar()
         yield Static(self.heading, id="editor-heading", classes="section")
         yield ScenarioForm(
             {c.id: c for c in self.store.characters()},

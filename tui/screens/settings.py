@@ -13,11 +13,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Header, Button, Footer, Input, Label, OptionList, Select, Static, Switch
+from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static, Switch
 from textual.widgets.option_list import Option
 
 from sotopia_pi import config
 from sotopia_pi.config import ModelPreset, Settings
+
+from ..widgets.fkeys import FKeyBar
 
 PRESET_KINDS = [
     ("embedded (SmolLM2-135M in the package)", "embedded"),
@@ -49,7 +51,7 @@ class SettingsScreen(Screen):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield FKeyBar()
         with VerticalScroll(id="settings"):
             yield Static(id="settings-intro")
             yield Label("Defaults for new episodes", classes="section")

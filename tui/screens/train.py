@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, RichLog, Select, Static
+from textual.widgets import Button, Footer, Input, Label, ProgressBar, RichLog, Select, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
@@ -36,6 +36,7 @@ from sotopia_pi.training.launcher import (
     plan_training,
 )
 
+from ..widgets.fkeys import FKeyBar
 from .adapter_picker import heldout_summary
 
 DEFAULT_BASE = "embedded"
@@ -118,7 +119,7 @@ class TrainScreen(Screen):
         return self.run is not None
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield FKeyBar()
         with Horizontal(id="train"):
             with VerticalScroll(id="train-form"):
                 yield Label("Snapshot", classes="section")

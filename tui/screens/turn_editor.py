@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, OptionList, Static, TextArea
+from textual.widgets import Footer, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from sotopia_pi.curation import CurationError, edit_turn, is_editable, revert_turn, turn_edits
@@ -20,6 +20,7 @@ from sotopia_pi.episode import Turn
 from sotopia_pi.store import NotFound, Store
 
 from ..errors import describe
+from ..widgets.fkeys import FKeyBar
 from ..widgets.transcript import ACTION_LABELS
 
 EDIT_MARK = "✎"
@@ -103,7 +104,7 @@ class TurnEditorScreen(Screen[bool]):
         self.warned_unsaved = False
 
     def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
+        yield FKeyBar()
         yield Static(self.header_text(), id="editor-header")
         with Horizontal(id="editor-body"):
             yield OptionList(

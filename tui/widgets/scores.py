@@ -55,12 +55,22 @@ def _short(name: str) -> str:
     return first if len(first) <= 10 else first[:9] + "…"
 
 
+COMPACT_NAME = 14  # a dimension's name in a narrow panel
+
+
+def dimension_label(name: str, compact: bool) -> str:
+    return name if not compact or len(name) <= COMPACT_NAME else name[: COMPACT_NAME - 1] + "…"
+
+
 def score_table(
-    evaluation: Evaluation | None, names: tuple[str, str], dimensions: DimensionSet
+    evaluation: Evaluation | None, names: tuple[str, str], dimensions: DimensionSet, compact: bool = False
 ) -> Table:
+    """One row per dimension, a column per side; `compact` (a narrow panel) drops the range
+    column and shortens long dimension names."""
     table = Table(box=None, pad_edge=False, expand=True)
     table.add_column("dimension", no_wrap=True)
-    table.add_column("range", justify="right", style="dim")
+    if not compact:
+        table.add_column("range", justify="right", style="dim")
     for name in names:
         table.add_column(_short(name), justify="right")
     agents = evaluation.agents if evaluation is not None else []
@@ -76,13 +86,14 @@ def score_table(
                 cells.append(Text(str(agent.scores[dim.name].score)))
             else:
                 cells.append(Text("?", style="dim"))
-        table.add_row(dim.name, f"{dim.low}..{dim.high}", *cells)
+        ranges = [] if compact else [f"{dim.low}..{dim.high}"]
+        table.add_row(dimension_label(dim.name, compact), *ranges, *cells)
     overall = []
     for side in (0, 1):
         agent = agents[side] if agents else None
         value = agent.overall if agent is not None and agent.ok else None
         overall.append(Text(f"{value:.2f}" if value is not None else "-", style="bold"))
-    table.add_row(Text("overall", style="bold"), "mean", *overall)
+    table.add_row(Text("overall", style="bold"), *([] if compact else ["mean"]), *overall)
     return table
 
 
@@ -140,6 +151,7 @@ def failures(evaluation: Evaluation | None, names: tuple[str, str]) -> list[Text
 
 
 SIDE_COLORS = ("cyan", "orange")
+COMPACT_BELOW = 56  # columns: a narrower panel gets the compact score table
 SWAP_COLOR = "magenta"
 
 
@@ -213,6 +225,9 @@ class ScorePanel(Vertical):
         self.set_interval(1.0, self._tick_judging)
         self._redraw()
 
+    def on_resize(self) -> None:
+        self._redraw()
+
     def show(self, evaluation: Evaluation | None, history: Sequence[Evaluation], note: str = "") -> None:
         self.evaluation = evaluation
         self.history = list(history)
@@ -269,7 +284,9 @@ class ScorePanel(Vertical):
         if self.note:
             title.append("\n" + self.note, style="dim")
         self._say("title", title)
-        self._say("table", Group(score_table(self.evaluation, self.names, self.dimensions), *failures(self.evaluation, self.names)))
+        compact = 0 < self.size.width < COMPACT_BELOW
+        table = score_table(self.evaluation, self.names, self.dimensions, compact)
+        self._say("table", Group(table, *failures(self.evaluation, self.names)))
         notes = swap_legend(self.names, self.swaps)
         skipped = skipped_note(self.history)
         if skipped:
@@ -292,7 +309,7 @@ class ScorePanel(Vertical):
         if self.dimension is not None:
             dim = next(d for d in self.dimensions.dimensions if d.name == self.dimension)
             low, high = min(low, dim.low), max(high, dim.high)
-            label = f"overall (line) and {dim.name} (dots)"
+            label = f"overall (●) and {dim.name} (x)"
         plt.title(f"live scores: {label}")
         last_turn = 1
         for side in (0, 1):
@@ -300,11 +317,12 @@ class ScorePanel(Vertical):
             turns, values = chart_series(self.history, side, None)
             if turns:
                 plt.plot(turns, values, label=name, marker="braille", color=SIDE_COLORS[side])
+                plt.scatter(turns, values, marker="●", color=SIDE_COLORS[side])  # a lone score shows too
                 last_turn = max(last_turn, turns[-1])
             if self.dimension is not None:
                 turns, values = chart_series(self.history, side, self.dimension)
                 if turns:
-                    plt.scatter(turns, values, marker="dot", color=SIDE_COLORS[side])
+                    plt.scatter(turns, values, marker="x", color=SIDE_COLORS[side])
         for turn, _side, _label in self.swaps:
             plt.vline(turn, SWAP_COLOR)
             last_turn = max(last_turn, turn)
@@ -344,11 +362,14 @@ def comparison_table(
     terminal: Evaluation | None,
     names: tuple[str, str],
     dimensions: DimensionSet,
+    compact: bool = False,
 ) -> Table:
-    """Scores after one turn beside the official ones: one row per dimension, four columns."""
+    """Scores after one turn beside the official ones: one row per dimension, four columns
+    (`compact`: no range column, long dimension names shortened)."""
     table = Table(box=None, pad_edge=False, padding=(0, 0, 0, 1))
     table.add_column("dimension", no_wrap=True)
-    table.add_column("range", justify="right", style="dim", no_wrap=True)
+    if not compact:
+        table.add_column("range", justify="right", style="dim", no_wrap=True)
     turn = f"@#{provisional.after_turn}" if provisional is not None else "@turn"
     for side in (1, 2):
         table.add_column(f"s{side} {turn}", justify="right", style="yellow", no_wrap=True)
@@ -368,13 +389,13 @@ def comparison_table(
 
     for dim in dimensions.dimensions:
         table.add_row(
-            dim.name,
-            f"{dim.low}..{dim.high}",
+            dimension_label(dim.name, compact),
+            *([] if compact else [f"{dim.low}..{dim.high}"]),
             *(cell(e, side, dim.name) for e in (provisional, terminal) for side in (0, 1)),
         )
     table.add_row(
         Text("overall", style="bold"),
-        "mean",
+        *([] if compact else ["mean"]),
         *(cell(e, side, None) for e in (provisional, terminal) for side in (0, 1)),
     )
     return table
@@ -389,6 +410,12 @@ class ComparisonPanel(Static):
         self.dimensions = dimensions
         self.provisional: Evaluation | None = None
         self.terminal: Evaluation | None = None
+        self.history: list[Evaluation] = []
+        self._shown = False
+
+    def on_resize(self) -> None:
+        if self._shown:  # the table's columns depend on the width
+            self.show(self.provisional, self.terminal, self.history)
 
     def show(
         self,
@@ -398,6 +425,8 @@ class ComparisonPanel(Static):
     ) -> None:
         self.provisional = provisional
         self.terminal = terminal
+        self.history = list(history)
+        self._shown = True
         parts: list = [
             Text.assemble(
                 ("provisional ", "bold yellow"),
@@ -408,7 +437,7 @@ class ComparisonPanel(Static):
                 "(official): " + ("scored" if terminal else "not scored (yet)"),
             ),
             Text(f"s1 = {self.names[0]} · s2 = {self.names[1]}", style="dim"),
-            comparison_table(provisional, terminal, self.names, self.dimensions),
+            comparison_table(provisional, terminal, self.names, self.dimensions, 0 < self.size.width < COMPACT_BELOW),
         ]
         parts.extend(failures(provisional, self.names))
         parts.extend(failures(terminal, self.names))
