@@ -304,3 +304,44 @@ async def test_every_part_a_person_needs_is_on_an_80x24_screen(store: Store):
         assert scroll.max_scroll_y > 0  # more help than fits: it scrolls
         await pilot.press("pagedown")
         await wait_until(pilot, lambda: scroll.scroll_y > 0, what="the help to scroll")
+
+
+# -- defect 6: a takeover in the middle of a model's turn ------------------------------------
+
+
+class SlowToStop(HeldBackend):
+    """A model that finishes its answer before it notices a cancel (a long prompt being read)."""
+
+    def complete(self, messages, *, on_token=None, cancel=None, **options):
+        self.generating.set()
+        if on_token is not None:
+            on_token('{"action_type": "speak", "argument": "Let me th')
+        self.release.wait(10)
+        self.generating.clear()
+        return self._inner.complete(messages, on_token=on_token, cancel=cancel, **options)
+
+
+async def test_taking_over_a_generating_side_says_its_model_is_being_stopped(store: Store, tmp_path):
+    from textual.widgets import Label
+
+    from tui.widgets.takeover import TakeoverPanel
+
+    seed_store(store)
+    settings = replay_settings(tmp_path, side1=[action("speak", "a0"), action("speak", "a1")], side2=[], judge=[], live_eval=False)
+    settings.judge_model = ""
+    slow = SlowToStop([action("speak", "b0")])
+    app = SotopiaApp(store, settings, backend_factory=factory_with({settings.agent2_model: slow}), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.selected is not None)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        screen = app.screen
+        await wait_until(pilot, slow.generating.is_set, what="side 2's model to generate")
+        await pilot.press("2")
+        status = screen.query_one("#takeover-status", Label)
+        await wait_until(pilot, lambda: "Stopping the model's turn for Tomas Reyes" in str(status.render()))
+        assert "Waiting for the other side" not in str(status.render())
+        slow.release.set()
+        panel = screen.query_one(TakeoverPanel)
+        await wait_until(pilot, lambda: panel.your_turn, what="the person's move")
+        await pilot.press("escape")

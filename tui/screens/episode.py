@@ -210,10 +210,13 @@ class EpisodeScreen(Screen):
             return
         panel.play(side, self.names[side], self.runner.views[side])
         waiting = self._current is not None and self._current[1] == side and self._current[2]
+        model_turn = self._current is not None and self._current[1] == side and not self._current[2]
         if waiting and self.playing:
             panel.set_turn(True, "Your move. Choose an action type, type the argument, press Enter.")
         elif not self.playing:
             panel.set_turn(False, "Paused: p resumes, n plays one turn.")
+        elif model_turn:  # taken over mid-generation: the model is being stopped
+            panel.set_turn(False, f"Stopping the model's turn for {self.names[side]}; your move comes next. Type ahead.")
         else:
             panel.set_turn(False, "Waiting for the other side…")
 
