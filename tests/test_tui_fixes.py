@@ -345,3 +345,33 @@ async def test_taking_over_a_generating_side_says_its_model_is_being_stopped(sto
         panel = screen.query_one(TakeoverPanel)
         await wait_until(pilot, lambda: panel.your_turn, what="the person's move")
         await pilot.press("escape")
+
+
+# -- missing: max turns and live scoring next to Start ---------------------------------------
+
+
+async def test_max_turns_and_live_scoring_are_chosen_next_to_start(store: Store, tmp_path):
+    from textual.widgets import Checkbox, Input
+
+    seed_store(store)
+    settings = replay_settings(tmp_path, side1=[action("speak", "a")] * 3, side2=[action("speak", "b")] * 3, judge=[judge_answer()])
+    app = SotopiaApp(store, settings, load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        library = app.screen
+        await wait_until(pilot, lambda: library.selected is not None)
+        turns = library.query_one("#max-turns", Input)
+        live = library.query_one("#live-eval", Checkbox)
+        assert turns.value == str(settings.max_turns) and live.value == settings.live_eval  # the defaults
+        turns.value = "0"
+        await pilot.press("ctrl+r")
+        assert isinstance(app.screen, LibraryScreen) and store.episodes() == []  # refused, said
+        assert turns.has_focus
+        turns.value = "3"
+        live.value = False
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        screen = app.screen
+        assert (screen.episode.max_turns, screen.episode.live_eval) == (3, False)
+        await wait_until(pilot, lambda: screen.finished and not screen.playing, what="three turns and the judge")
+        assert len(store.turns(screen.episode.id)) == 3
+        assert [e.kind for e in store.evaluations(screen.episode.id)] == ["terminal"]  # no live scores

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
+from textual.widgets import Button, Checkbox, Footer, Input, Label, OptionList, Select, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from sotopia_pi.adapters import list_adapters
@@ -28,6 +28,7 @@ from .scenario_editor import ScenarioEditorScreen
 
 HUMAN = "human"
 NO_JUDGE = ""
+MAX_TURNS_LIMIT = 200  # as in Settings
 
 
 def pulled_catalog_models() -> list[tuple[str, str]]:
@@ -184,8 +185,19 @@ class LibraryScreen(Screen):
                 with Horizontal(classes="form-row"):
                     yield Label("Judge", classes="form-label")
                     yield Select(judge, value=settings.judge_model, id="judge", allow_blank=False)
+                with Horizontal(classes="form-row", id="start-row"):
+                    yield Label("Turns", classes="form-label")
+                    yield Input(str(settings.max_turns), id="max-turns", type="integer", max_length=4)
+                    yield Checkbox("live scores", settings.live_eval, id="live-eval")
                     yield Button("Start episode  ^r", id="start", variant="success")
         yield Footer(compact=True)
+
+    def on_resize(self) -> None:
+        """Below 32 rows the form's fields drop their borders, so that Start stays in sight."""
+        compact = self.size.height < 32
+        for widget in self.query("#library-right Select, #library-right Input, #library-right Checkbox, #start"):
+            widget.compact = compact  # type: ignore[attr-defined]
+        self.query_one("#start", Button).label = "Start  ^r" if self.size.width < 100 else "Start episode  ^r"
 
     def on_mount(self) -> None:
         self.reload()
@@ -246,6 +258,8 @@ class LibraryScreen(Screen):
             select = self.query_one(widget_id, Select)
             select.set_options(options)
             select.value = default
+        self.query_one("#max-turns", Input).value = str(settings.max_turns)
+        self.query_one("#live-eval", Checkbox).value = settings.live_eval
 
     def fill_lists(self) -> None:
         needle = self.query_one("#search", Input).value.strip().lower()
@@ -533,12 +547,27 @@ class LibraryScreen(Screen):
             return None
         models = tuple(str(self.query_one(f"#model{side}", Select).value) for side in (1, 2))
         judge = self.query_one("#judge", Select).value
-        settings = self.settings
+        max_turns = self.max_turns()
+        if max_turns is None:
+            return None
         return EpisodeSetup(
             scenario_id=self.selected.id,
             agent_ids=(values[0], values[1]),  # type: ignore[arg-type]
             agent_models=models,  # type: ignore[arg-type]
             judge_model=str(judge) if isinstance(judge, str) else NO_JUDGE,
-            max_turns=settings.max_turns,
-            live_eval=settings.live_eval,
+            max_turns=max_turns,
+            live_eval=self.query_one("#live-eval", Checkbox).value,
         )
+
+    def max_turns(self) -> int | None:
+        """The turns box as a number, or None (said, and the box focused) when it is not one."""
+        box = self.query_one("#max-turns", Input)
+        try:
+            turns = int(box.value.strip())
+        except ValueError:
+            turns = 0
+        if not 1 <= turns <= MAX_TURNS_LIMIT:
+            self.notify(f"Max turns is a whole number from 1 to {MAX_TURNS_LIMIT}.", severity="warning")
+            box.focus()
+            return None
+        return turns
