@@ -375,3 +375,39 @@ async def test_max_turns_and_live_scoring_are_chosen_next_to_start(store: Store,
         await wait_until(pilot, lambda: screen.finished and not screen.playing, what="three turns and the judge")
         assert len(store.turns(screen.episode.id)) == 3
         assert [e.kind for e in store.evaluations(screen.episode.id)] == ["terminal"]  # no live scores
+
+
+# -- missing: copy keys ----------------------------------------------------------------------
+
+
+async def test_copy_a_turn_a_reasoning_and_an_episode_id(store: Store):
+    from tui.screens.inspector import ReplayScreen
+    from tui.screens.reasoning import ReasoningScreen
+
+    from .tui_support import demo_episodes
+
+    finished = demo_episodes(store)[0]
+    app = SotopiaApp(store, Settings(), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        await pilot.press("down", "down", "i")  # the inspector's selected row: the oldest, finished
+        assert app.clipboard == finished
+        await pilot.press("o")
+        assert isinstance(app.screen, ReplayScreen)
+        await pilot.press("down", "down", "down", "c")
+        assert app.clipboard == "#3 Tomas Reyes (person) [speaks]: Two hundred, cash, right now."
+        await pilot.press("t")
+        assert isinstance(app.screen, ReasoningScreen)
+        await pilot.press("c")
+        assert "TERMINAL" in app.clipboard and "believability = 8" in app.clipboard
+        await pilot.press("escape", "escape")
+
+        app.open_episode(finished, autostart=False)
+        await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen))
+        await pilot.pause()
+        app.copy_to_clipboard("")
+        await pilot.press("i")
+        assert app.clipboard == finished
+        await pilot.press("c")
+        assert app.clipboard == "#4 Ines Varga [leaves]"

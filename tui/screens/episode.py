@@ -26,6 +26,7 @@ from sotopia_pi.judge import load_dimension_set
 from sotopia_pi.runner import EpisodeError, EpisodeRunner
 from sotopia_pi.store import Store
 
+from ..clipboard import copy, turn_as_text
 from ..errors import describe
 from ..messages import EvaluationArrived, PostingEvents, StatusChanged, TokenStreamed, TurnCommitted, TurnStarted
 from ..players import side_players
@@ -60,6 +61,8 @@ class EpisodeScreen(Screen):
         Binding("d", "chart_dimension", "Chart"),
         Binding("a", "pick_adapter", "Adapter"),
         Binding("escape", "leave", "Back", show=False),
+        Binding("i", "copy_id", "Copy episode id", show=False),
+        Binding("c", "copy_turn", "Copy the newest turn", show=False),
     ]
 
     def __init__(
@@ -493,6 +496,16 @@ class EpisodeScreen(Screen):
     def _adapter_swapped(self, side: int) -> None:
         self.episode.agent_models[side] = self.runner.episode.agent_models[side]
         self._refresh_header()
+
+    def action_copy_id(self) -> None:
+        copy(self.app, self.episode.id, "the episode id")
+
+    def action_copy_turn(self) -> None:
+        if not self.runner.turns:
+            self.notify("No turn played yet.")
+            return
+        turn = self.runner.turns[-1]
+        copy(self.app, turn_as_text(turn, self.names), f"turn #{turn.index}")
 
     def action_reasoning(self) -> None:
         evaluation = self.query_one(ScorePanel).evaluation

@@ -16,9 +16,10 @@ from sotopia_pi.episode_list import DEFAULT_LIMIT, EpisodeFilter, EpisodeRow, co
 from sotopia_pi.judge import load_dimension_set
 from sotopia_pi.store import Store
 
+from ..clipboard import copy, turn_as_text
+from ..players import played_by, side_players
 from ..widgets.fkeys import FKeyBar
 from ..widgets.scores import ComparisonPanel
-from ..players import played_by, side_players
 from ..widgets.transcript import ACTION_LABELS
 from .reasoning import ReasoningScreen
 
@@ -57,6 +58,7 @@ class InspectorScreen(Screen):
         Binding("ctrl+r", "resume", "Resume"),
         Binding("ctrl+l", "clear_filters", "Clear filters"),
         Binding("ctrl+u", "reload", "Reload"),
+        Binding("i", "copy_id", "Copy episode id"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -163,6 +165,13 @@ class InspectorScreen(Screen):
         self.query_one("#filter-status", Select).clear()
         self.reload()
 
+    def action_copy_id(self) -> None:
+        episode_id = self.selected_id()
+        if episode_id is None:
+            self.notify("No episode to copy.")
+            return
+        copy(self.app, episode_id, "the episode id")
+
     def action_reload(self) -> None:
         self.reload()
 
@@ -230,6 +239,8 @@ class ReplayScreen(Screen):
         Binding("t", "terminal_reasoning", "Final reasoning"),
         Binding("e", "turn_reasoning", "Turn reasoning"),
         Binding("v", "toggle_prompt", "Agent's view"),
+        Binding("c", "copy_turn", "Copy turn"),
+        Binding("i", "copy_id", "Copy episode id"),
     ]
 
     def __init__(self, store: Store, episode_id: str) -> None:
@@ -317,6 +328,15 @@ class ReplayScreen(Screen):
             self.notify("No provisional score up to this turn.")
             return
         self.app.push_screen(ReasoningScreen(evaluation, self.names, self.dimensions))
+
+    def action_copy_turn(self) -> None:
+        if getattr(self, "current", None) is None:
+            self.notify("No turn to copy.")
+            return
+        copy(self.app, turn_as_text(self.current, self.names), f"turn #{self.current.index}")
+
+    def action_copy_id(self) -> None:
+        copy(self.app, self.episode.id, "the episode id")
 
     def action_resume(self) -> None:
         if self.episode.status not in RESUMABLE:
