@@ -411,3 +411,46 @@ async def test_copy_a_turn_a_reasoning_and_an_episode_id(store: Store):
         assert app.clipboard == finished
         await pilot.press("c")
         assert app.clipboard == "#4 Ines Varga [leaves]"
+
+
+# -- missing: export from the TUI ------------------------------------------------------------
+
+
+async def test_export_a_snapshot_from_curation_and_see_where_it_went(store: Store, isolated_home):
+    import json
+
+    from textual.widgets import Input, Select, Static
+
+    from sotopia_pi.snapshots import create_snapshot
+    from tui.screens.export import ExportScreen
+
+    from .test_tui import plain
+    from .tui_support import demo_episodes
+
+    demo_episodes(store)
+    manifest = create_snapshot(store, "round-1", []).manifest
+    app = SotopiaApp(store, Settings(), load_library=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6")
+        await wait_until(pilot, lambda: bool(app.screen.rows), what="the curation table")
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ExportScreen))
+        dialog = app.screen
+        path_box = dialog.query_one("#export-path", Input)
+        assert path_box.value == str(isolated_home / "exports" / "round-1.sft.jsonl")
+        dialog.query_one("#export-format", Select).value = "chat"
+        await pilot.pause()
+        written = isolated_home / "exports" / "round-1.chat.jsonl"
+        assert path_box.value == str(written)
+        await pilot.press("enter")  # on the snapshot list: export it
+        await wait_until(pilot, lambda: dialog.report is not None, what="the export")
+        rows = [json.loads(line) for line in written.read_text(encoding="utf-8").splitlines()]
+        assert len(rows) == manifest.examples and all("messages" in row for row in rows)
+        said = plain(dialog.query_one("#export-result", Static))
+        assert f"{manifest.examples} examples" in said and str(written) in said.replace("\n", "")
+
+        path_box.value = str(isolated_home)  # a folder: not a file to write
+        await pilot.press("ctrl+e")
+        await wait_until(pilot, lambda: "Not written" in plain(dialog.query_one("#export-result", Static)))
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ExportScreen)

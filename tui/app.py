@@ -26,6 +26,7 @@ from .screens.adapter_picker import AdapterPickerScreen
 from .screens.character_editor import CharacterEditorScreen
 from .screens.curation import CurationScreen
 from .screens.episode import EpisodeScreen
+from .screens.export import ExportScreen
 from .screens.generate import GenerateScreen
 from .screens.help import HelpScreen
 from .screens.inspector import InspectorScreen, ReplayScreen
@@ -145,6 +146,7 @@ class SotopiaApp(App):
             ("Curation (F6)", CurationScreen.BINDINGS),
             ("Curation: active filter list", ActiveFilters.BINDINGS),
             ("Curation: turn editor (e)", TurnEditorScreen.BINDINGS),
+            ("Curation: export a snapshot (x)", ExportScreen.BINDINGS),
             ("Train (F7)", TrainScreen.BINDINGS),
             ("Adapter picker (a in a live episode, ^p in the library)", AdapterPickerScreen.BINDINGS),
         ]

@@ -39,7 +39,7 @@ from sotopia_pi.curation import (
     split_model_name,
 )
 from sotopia_pi.export import SelectionStats
-from sotopia_pi.snapshots import check_name, create_snapshot, snapshot_exists
+from sotopia_pi.snapshots import check_name, create_snapshot, list_snapshots, snapshot_exists
 from sotopia_pi.store import NotFound, Store
 
 from ..errors import describe
@@ -47,6 +47,7 @@ from ..players import PERSON, played_by
 from ..widgets.filter_bar import ActiveFilters, FilterBar
 from ..widgets.fkeys import FKeyBar
 from ..widgets.selection_counts import SelectionCounts
+from .export import ExportScreen
 from .prompt import PromptField, PromptScreen
 from .turn_editor import TurnEditorScreen
 
@@ -194,6 +195,7 @@ class CurationScreen(Screen):
         Binding("t", "tag", "Tag"),
         Binding("e", "edit", "Edit turns"),
         Binding("n", "snapshot", "Snapshot"),
+        Binding("x", "export", "Export"),
         Binding("s", "sort_next", "Sort"),
         Binding("a", "toggle_all", "Show all/matching", show=False),
         Binding("ctrl+l", "clear_filters", "Clear filters", show=False),
@@ -602,6 +604,18 @@ class CurationScreen(Screen):
             self._snapshot_named,
         )
 
+    def action_export(self, chosen: str | None = None) -> None:
+        """The export dialog: a snapshot (the newest, or `chosen`), a format, a path."""
+        try:
+            snapshots = list_snapshots(self.store)
+        except Exception as error:  # a manifest that no longer validates
+            self.notify(describe(error), title="Cannot read the snapshots", severity="error")
+            return
+        if not snapshots:
+            self.notify("No snapshot yet: n makes one from the selection, then x exports it.", severity="warning")
+            return
+        self.open_child(ExportScreen(self.store, snapshots, chosen))
+
     def _snapshot_named(self, answer: dict[str, str] | None) -> None:
         if answer is not None:
             self.notify(f"Making the snapshot {answer['name'].strip()}…")
@@ -618,6 +632,6 @@ class CurationScreen(Screen):
         self.app.call_from_thread(
             self.notify,
             f"Snapshot {manifest.name} saved: {manifest.examples} examples from {len(manifest.sides)} sides "
-            f"(digest {manifest.digest[:12]}). Export it with: sotopia-pi export {manifest.name}",
+            f"(digest {manifest.digest[:12]}). x exports it.",
             timeout=15,
         )
