@@ -285,7 +285,8 @@ async def test_every_part_a_person_needs_is_on_an_80x24_screen(store: Store):
     app = SotopiaApp(store, Settings(), load_library=False)
     async with app.run_test(size=SMALL) as pilot:
         await pilot.pause()
-        assert on_screen(app, app.screen.query_one("#start", Button))  # Start without scrolling
+        start = app.screen.query_one("#start", Button)
+        assert on_screen(app, start)  # Start without scrolling
         bar = str(app.screen.query_one(FKeyBar).render())
         assert all(f"F{n}" in bar for n in range(1, 8))  # the F-keys are in sight
 
