@@ -337,7 +337,7 @@ async def test_every_screen_is_reachable_from_the_keyboard_and_help_lists_the_ke
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         keys = plain(app.screen.query_one("#help-keys", Static))
-        for description in ("Play a side", "Hand back", "Pause", "Start episode", "Resume", "Save"):
+        for description in ("Play a side", "Hand back", "Pause/resume", "Start episode", "Resume", "Save"):
             assert description in keys
         await pilot.press("escape")
         await pilot.press("ctrl+t")

@@ -51,7 +51,7 @@ def official_or_latest(history: list[Evaluation]) -> Evaluation | None:
 
 class EpisodeScreen(Screen):
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause"),
+        Binding("p", "toggle_pause", "Pause/resume"),
         Binding("n", "step", "Step"),
         Binding("s", "stop", "Stop"),
         Binding("1", "take_over(0)", "Play a side", key_display="1/2"),

@@ -216,8 +216,7 @@ class ScorePanel(Vertical):
         yield Static(id="scores-table")
         yield PlotextPlot(id="scores-chart")
         yield Static(id="scores-notes")
-        with Horizontal(id="scores-judging"):
-            yield ProgressBar(total=None, show_eta=False, show_percentage=False)
+        with Horizontal(id="scores-judging"):  # its bar is mounted only while the judge works
             yield Static(id="scores-judging-label")
 
     def on_mount(self) -> None:
@@ -252,7 +251,13 @@ class ScorePanel(Vertical):
         if judging == (self.judging_since is not None):
             return
         self.judging_since = time.monotonic() if judging else None
-        self.query_one("#scores-judging").display = judging
+        row = self.query_one("#scores-judging", Horizontal)
+        row.display = judging
+        # An indeterminate bar animates all the time, even hidden: it exists only while needed.
+        if judging:
+            row.mount(ProgressBar(total=None, show_eta=False, show_percentage=False), before=0)
+        else:
+            row.query(ProgressBar).remove()
         self._tick_judging()
 
     def _tick_judging(self) -> None:
