@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from sotopia_pi.backends import preset_for
+
 from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.store import Store
 
@@ -59,12 +61,12 @@ def test_hard_scenario_runs_to_the_end_with_scores_in_range(imported: Path):
     assert 1 <= len(episode["turns"]) <= 8
     assert [t["index"] for t in episode["turns"]] == list(range(len(episode["turns"])))
     for turn in episode["turns"]:
-        assert turn["model"] == "embedded"
+        assert turn["model"] == preset_for("embedded")  # written out: the shipped adapter, if any
         assert turn["latency_ms"] > 0 and turn["prompt_tokens"] > 0
         assert turn["action_type"] in {"none", "speak", "non-verbal communication", "action", "leave"}
     assert any(t["cached_tokens"] > 0 for t in episode["turns"][2:]) or len(episode["turns"]) <= 2
     evaluation = episode["evaluation"]
-    assert evaluation["kind"] == "terminal" and evaluation["judge_model"] == "embedded"
+    assert evaluation["kind"] == "terminal" and evaluation["judge_model"] == preset_for("embedded", "judge")
     for agent in evaluation["agents"]:
         if "failure" in agent:  # a failure is allowed, a made-up score is not
             assert agent["failure"] and "scores" not in agent
