@@ -6,6 +6,7 @@ for the paper's setting)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,13 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     quantize_4bit: bool = Field(default=False, description="QLoRA: load the base in 4 bits (CUDA + bitsandbytes)")
     run_dir: Path | None = Field(default=None, description="where checkpoints and the log go; set by the launcher")
+
+    def planned_steps(self, examples: int) -> int:
+        """Optimizer steps for `examples` training sequences: every epoch, or `max_steps`."""
+        if self.max_steps:
+            return self.max_steps
+        per_epoch = math.ceil(examples / (self.batch_size * self.grad_accumulation))
+        return max(1, math.ceil(per_epoch * self.epochs))
 
     @field_validator("targets")
     @classmethod

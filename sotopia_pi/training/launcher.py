@@ -120,7 +120,7 @@ def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, r
         dropped_examples=dropped_train + dropped_eval,
         train_tokens=token_count,
         target_tokens=sum(t.target_tokens for t in train_tokens),
-        steps=_steps(len(train_tokens), config),
+        steps=config.planned_steps(len(train_tokens)),
         estimated_seconds=_estimate_seconds(token_count, len(train_tokens), config),
     )
     (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
@@ -157,13 +157,6 @@ def _estimate_seconds(tokens: int, examples: int, config: TrainConfig) -> float:
         per_step = tokens / examples * config.batch_size * config.grad_accumulation
         planned = min(planned, per_step * config.max_steps)
     return round(planned / CPU_TOKENS_PER_SECOND, 1)
-
-
-def _steps(examples: int, config: TrainConfig) -> int:
-    if config.max_steps:
-        return config.max_steps
-    per_epoch = -(-examples // (config.batch_size * config.grad_accumulation))
-    return max(1, round(per_epoch * config.epochs + 0.4999))
 
 
 def _write_examples(path: Path, train: list, heldout: list) -> None:

@@ -22,7 +22,6 @@ It runs in its own process so that torch threads never compete with the UI or a 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -144,9 +143,8 @@ def lora_config(config: TrainConfig):
 class _Progress:
     """TrainerCallback that reports progress as JSON lines and stops cleanly on a signal."""
 
-    def __init__(self, tokens_per_step: list[int], run_dir: Path):
+    def __init__(self, tokens_per_step: float):
         self.tokens_per_step = tokens_per_step
-        self.run_dir = run_dir
         self.stop_requested = False
         self.started = time.perf_counter()
         self.first_step: int | None = None
@@ -178,8 +176,7 @@ class _Progress:
         if self.first_step is None:
             self.first_step = step - 1
             self.started = time.perf_counter()
-        index = (step - 1) % max(len(self.tokens_per_step), 1)
-        self.tokens_done += self.tokens_per_step[index] if self.tokens_per_step else 0
+        self.tokens_done += self.tokens_per_step
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         steps_done = step - self.first_step
         rate = self.tokens_done / elapsed
@@ -195,13 +192,11 @@ class _Progress:
             emit("loss", step=state.global_step, epoch=state.epoch, loss=logs["loss"], learning_rate=logs.get("learning_rate"))
 
 
-def _tokens_per_step(train: list[dict], config: TrainConfig) -> list[int]:
-    """Tokens of each optimizer step of one epoch in dataset order (an estimate for the rate:
-    the sampler shuffles, but the mean per step is exact)."""
-    lengths = [len(row["input_ids"]) for row in train]
-    per_step = config.batch_size * config.grad_accumulation
-    mean = sum(lengths) / max(len(lengths), 1)
-    return [round(mean * per_step)] * max(1, math.ceil(len(lengths) / per_step))
+def _tokens_per_step(train: list[dict], config: TrainConfig) -> float:
+    """Mean tokens read per optimizer step (an estimate for the rate: the sampler shuffles, but
+    over an epoch the mean is exact)."""
+    mean = sum(len(row["input_ids"]) for row in train) / max(len(train), 1)
+    return mean * config.batch_size * config.grad_accumulation
 
 
 def train(run_dir: Path, resume: bool) -> dict:
@@ -252,7 +247,7 @@ def train(run_dir: Path, resume: bool) -> dict:
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    progress = _Progress(_tokens_per_step(train_rows, config), run_dir)
+    progress = _Progress(_tokens_per_step(train_rows, config))
     trainer = SFTTrainer(
         model=model,
         args=arguments,
@@ -262,7 +257,7 @@ def train(run_dir: Path, resume: bool) -> dict:
         callbacks=[progress.as_callback()],
     )
     _stop_on_signals(progress)
-    steps = trainer.state.max_steps or _planned_steps(len(train_rows), config)
+    steps = trainer.state.max_steps or config.planned_steps(len(train_rows))
     emit(
         "start",
         train_examples=len(train_rows),
@@ -313,13 +308,6 @@ def _final_eval_loss(trainer) -> float:
     if last and last[-1].get("step") == trainer.state.global_step:
         return last[-1]["eval_loss"]
     return trainer.evaluate()["eval_loss"]
-
-
-def _planned_steps(examples: int, config: TrainConfig) -> int:
-    if config.max_steps:
-        return config.max_steps
-    per_epoch = math.ceil(examples / (config.batch_size * config.grad_accumulation))
-    return math.ceil(per_epoch * config.epochs)
 
 
 def _base_eval_loss(trainer, run_dir: Path, has_eval: bool) -> float | None:
