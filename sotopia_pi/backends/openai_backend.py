@@ -35,7 +35,7 @@ import openai
 
 from ..episode import ChatMessage
 from ..redaction import register_secret
-from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback
+from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, start_with_adapter
 from .schema import SchemaError, prepare_schema, schema_instruction
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -139,13 +139,7 @@ class OpenAIBackend:
             top_p=top_p,
             token_timeout=token_timeout,
         )
-        if spec.adapter:
-            try:
-                backend.set_adapter(spec.adapter)
-            except BackendError:
-                backend.close()
-                raise
-        return backend
+        return start_with_adapter(backend, spec.adapter)
 
     @property
     def name(self) -> str:
