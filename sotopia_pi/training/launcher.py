@@ -72,7 +72,6 @@ def load_tokenizer(base: str):
     is cached (a fraction of a second), else from a full load once (which also makes the cache)."""
     from transformers import AutoTokenizer
 
-    from ..backends import parse_model_name
     from .worker import base_spec, load_base
 
     spec = base_spec(base)
@@ -86,7 +85,7 @@ def load_tokenizer(base: str):
             return AutoTokenizer.from_pretrained(cached, local_files_only=True)
         _, tokenizer = load_base(base, "cpu", False)
         return tokenizer
-    return AutoTokenizer.from_pretrained(parse_model_name(base).target, local_files_only=True)
+    return AutoTokenizer.from_pretrained(spec.target, local_files_only=True)
 
 
 def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, resume: bool = False) -> TrainingPlan:
@@ -98,8 +97,7 @@ def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, r
         return _existing_plan(run_dir, config, snapshot.manifest.digest)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise TrainingError(f"a run named {config.name!r} already exists in {run_dir}; use --resume to continue it or pick another name")
-    per_turn = snapshot_examples(snapshot)
-    examples = _examples_for_task(snapshot, per_turn, config)
+    examples, answers = _examples_for_task(snapshot, config)
     train, heldout = split_by_episode(examples, config.heldout_fraction, config.seed)
     tokenizer = tokenizer or load_tokenizer(config.base)
     train_tokens, dropped_train = tokenize_examples(tokenizer, train, config.max_length)
@@ -114,7 +112,7 @@ def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, r
         config=config,
         run_dir=run_dir,
         snapshot_digest=snapshot.manifest.digest,
-        answers=len(per_turn) if config.task == "agent" else len(examples),
+        answers=answers,
         train_examples=len(train_tokens),
         eval_examples=len(eval_tokens),
         dropped_examples=dropped_train + dropped_eval,
@@ -127,9 +125,11 @@ def plan_training(store: Store, config: TrainConfig, tokenizer: Any = None, *, r
     return plan
 
 
-def _examples_for_task(snapshot, per_turn: list, config: TrainConfig) -> list:
+def _examples_for_task(snapshot, config: TrainConfig) -> tuple[list, int]:
+    """The examples of the run's task and how many answers they teach."""
     if config.task == "agent":
-        return build_training_examples(per_turn, config.layout)
+        per_turn = snapshot_examples(snapshot)
+        return build_training_examples(per_turn, config.layout), len(per_turn)
     from ..judge import load_dimension_set
     from .judge_examples import judge_examples
 
@@ -137,7 +137,7 @@ def _examples_for_task(snapshot, per_turn: list, config: TrainConfig) -> list:
     examples = judge_examples(snapshot.episodes, sides, load_dimension_set("sotopia"))
     if not examples:
         raise TrainingError(f"snapshot {config.snapshot!r} has no side with a complete terminal evaluation to learn from")
-    return examples
+    return examples, len(examples)
 
 
 def _existing_plan(run_dir: Path, config: TrainConfig, digest: str) -> TrainingPlan:
