@@ -16,7 +16,10 @@ $cli import-episodes --expert --json > /dev/null
 
 snapshot() {  # NAME DESCRIPTION FILTER...
     local name=$1 description=$2; shift 2
-    if ! $cli curate snapshots --json | grep -q "\"name\": \"$name\""; then
+    # Read the list whole first: with pipefail, grep -q closing the pipe early would fail it.
+    local existing
+    existing=$($cli curate snapshots --json)
+    if ! grep -q "\"name\": \"$name\"" <<< "$existing"; then
         $cli curate select "$@" --snapshot "$name" --description "$description" --json > /dev/null
     fi
 }
