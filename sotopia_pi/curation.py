@@ -11,7 +11,7 @@ decision on one side overrides a decision on the whole episode.
 A score filter never selects a side of an episode whose judge failed (on either side) or that
 has no terminal evaluation: a failure is not a score of 0.
 
-Manual decisions, curator tags and turn edits are stored in their own tables (see store.py's
+Manual decisions, curator tags and turn edits are stored in their own tables (see the store's
 migration 2), so they survive restarts and never collide with what the runner writes.
 """
 

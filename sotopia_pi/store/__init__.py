@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from . import paths
-from .episode import Episode, EpisodeStatus, Evaluation, Turn, utc_now
-from .model_text import clean_text
-from .redaction import redact
-from .profiles import Character, Pairing, Relationship, Scenario
+from .. import paths
+from ..episode import Episode, EpisodeStatus, Evaluation, Turn, utc_now
+from ..model_text import clean_text
+from ..redaction import redact
+from ..profiles import Character, Pairing, Relationship, Scenario
 
 MIGRATIONS: list[str] = [
     # 1: profiles, episodes, turns, evaluations
@@ -282,7 +282,7 @@ class Store:
 
     def reclaim_interrupted(self) -> list[str]:
         """Episodes left `running` by a process that is gone become paused and resumable."""
-        from .leases import reclaim_interrupted
+        from ..leases import reclaim_interrupted
 
         return reclaim_interrupted(self)
 
