@@ -85,6 +85,9 @@ class Turn(BaseModel):
     action_type: ActionType
     argument: str = ""
     model: str = ""
+    adapter: str = Field(
+        "", description="the adapter that played this turn as its model name gave it (NAME@vN, NAME or a path); '' for none"
+    )
     by_human: bool = False
     prompt: list[ChatMessage] = Field(default_factory=list)
     raw_output: str = ""
