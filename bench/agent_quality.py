@@ -208,6 +208,15 @@ def judge_correlation(store, judge_model: str, sample: int, seed: int = 11) -> t
     return spearman(expert, model), len(expert), failures
 
 
+def judge_figures(store, sample: int) -> None:
+    judges = [("base judge", "embedded-base")]
+    if JUDGE_ADAPTER.is_file():
+        judges.append(("judge adapter", f"embedded-base+adapter={JUDGE_ADAPTER}"))
+    for label, model in judges:
+        rho, n, failures = judge_correlation(store, model, sample)
+        print(f"{label:13s} Spearman vs expert overall on held-out episodes: {rho:.2f} ({n} sides, {failures} judge failures)")
+
+
 def render(store, episode, turns) -> str:
     names = [store.character(c).name for c in episode.agent_ids]
     lines = [f"  [{episode.agent_models[0]}] {store.scenario(episode.scenario_id).codename or episode.scenario_id}: {episode.end_reason}"]
@@ -223,11 +232,15 @@ def main() -> None:
     parser.add_argument("--judge-sample", type=int, default=16, help="held-out expert episodes the judges score")
     parser.add_argument("--action-sample", type=int, default=40, help="held-out prompts for the no-grammar check")
     parser.add_argument("--skip-judge", action="store_true")
+    parser.add_argument("--judge-only", action="store_true", help="only the judge correlation")
     options = parser.parse_args()
     setup_home()
     store = open_store()
     started = time.perf_counter()
     base, tuned = "embedded-base", f"embedded-base+adapter={AGENT_ADAPTER}"
+    if options.judge_only:
+        judge_figures(store, options.judge_sample)
+        return
     sets = scenario_sets(store)
     print(f"scenarios: {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; {options.episodes_per_scenario} episode(s) each, max {options.max_turns} turns")
     samples = {}
@@ -248,12 +261,7 @@ def main() -> None:
     tuned_nll = heldout_nll(examples, AGENT_ADAPTER_PEFT)
     print(f"held-out expert turns, per-token NLL: base {base_nll:.3f}, adapter {tuned_nll:.3f} ({(base_nll - tuned_nll) / base_nll:.0%} lower)")
     if not options.skip_judge:
-        judges = [("base judge", "embedded-base")]
-        if JUDGE_ADAPTER.is_file():
-            judges.append(("judge adapter", f"embedded-base+adapter={JUDGE_ADAPTER}"))
-        for label, model in judges:
-            rho, n, failures = judge_correlation(store, model, options.judge_sample)
-            print(f"{label:13s} Spearman vs expert overall on held-out episodes: {rho:.2f} ({n} sides, {failures} judge failures)")
+        judge_figures(store, options.judge_sample)
     first = sets["sotopia-hard"][0] if sets["sotopia-hard"] else sets["held-out library"][0]
     for label in ("base", "adapter"):
         transcripts = samples.get((label, "sotopia-hard")) or samples[(label, "held-out library")]
