@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .errors import SotopiaError
 from . import paths
 from .episode import utc_now
 from .store import NotFound, Store
@@ -39,7 +40,7 @@ _REFERENCE = re.compile(r"(?P<name>[^@]+?)(?:@v(?P<version>\d+))?")
 AdapterStatus = Literal["ready", "peft-only"]
 
 
-class AdapterError(ValueError):
+class AdapterError(SotopiaError, ValueError):
     """A bad adapter name, reference or file; the message says which and why."""
 
 

@@ -21,6 +21,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import SotopiaError
 from . import paths
 from .backends.base import ModelNameError, parse_model_name
 
@@ -32,7 +33,7 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 ProgressCallback = Callable[[int, int | None], None]
 
 
-class CatalogError(RuntimeError):
+class CatalogError(SotopiaError, RuntimeError):
     """The catalog file is wrong, a name is unknown, or a download failed its checks."""
 
 

@@ -18,6 +18,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from .errors import SotopiaError
 from . import paths
 from .backends.base import parse_model_name
 
@@ -26,7 +27,7 @@ CONFIG_FILE_NAME = "config.toml"
 EMBEDDED = "embedded"
 
 
-class ConfigError(ValueError):
+class ConfigError(SotopiaError, ValueError):
     """The config file cannot be read or holds a bad value; the message names file and field."""
 
 

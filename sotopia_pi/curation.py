@@ -29,6 +29,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, model_validator
 
 from .backends.base import ModelNameError, format_model_name, parse_model_name
+from .errors import SotopiaError
 from .episode import ActionType, EpisodeStatus, utc_now
 from .export import (
     Counts,
@@ -54,7 +55,7 @@ OVERALL = "overall"
 WHOLE_EPISODE = -1
 
 
-class CurationError(ValueError):
+class CurationError(SotopiaError, ValueError):
     """Bad curation input; the message names the episode, turn, filter or field."""
 
 

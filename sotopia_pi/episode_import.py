@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .errors import SotopiaError
 from . import expert_corpus
 from .episode import (
     ActionType,
@@ -65,7 +66,7 @@ class EpisodeImportReport(BaseModel):
         return not self.errors and (self.profiles is None or self.profiles.ok)
 
 
-class EpisodeImportError(ValueError):
+class EpisodeImportError(SotopiaError, ValueError):
     """The path cannot be imported at all (it does not exist, or holds nothing to import)."""
 
 

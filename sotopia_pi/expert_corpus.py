@@ -45,6 +45,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import SotopiaError
 from . import paths
 from .episode import ARGUMENT_MAX_CHARS, ActionType
 
@@ -65,7 +66,7 @@ FLAWS = (
 )
 
 
-class CorpusError(ValueError):
+class CorpusError(SotopiaError, ValueError):
     """The expert corpus has problems; the message lists them with file and episode."""
 
 

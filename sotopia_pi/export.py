@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from .errors import SotopiaError
 from .episode import ActionType, AgentAction, ChatMessage, Episode, Evaluation, Turn
 from .judge import overall_score
 from .profiles import Character, Scenario
@@ -62,7 +63,7 @@ CONVERSATION_STARTS = "Conversation Starts:"
 ENVIRONMENT = "Environment"
 
 
-class ExportError(ValueError):
+class ExportError(SotopiaError, ValueError):
     """An export could not be made; the message names the snapshot, episode or turn."""
 
 

@@ -22,6 +22,7 @@ from difflib import SequenceMatcher
 
 from pydantic import BaseModel, Field
 
+from .errors import SotopiaError
 from .backends import BackendError, Cancelled, ChatBackend
 from .episode import ChatMessage, utc_now
 from .model_text import read_json
@@ -73,7 +74,7 @@ ANSWER_FIELDS = {
 ProgressCallback = Callable[[str], None]
 
 
-class GenerationError(RuntimeError):
+class GenerationError(SotopiaError, RuntimeError):
     """Generation cannot run (a count below 1, or no scenario in the store to show as an example)."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from .errors import SotopiaError
 from . import paths
 from .backends import BackendError, Cancelled, ChatBackend, Completion
 from .episode import AgentEvaluation, ChatMessage, DimensionScore, Evaluation, Turn
@@ -71,7 +72,7 @@ class DimensionSet(BaseModel):
         return {d.name: d for d in self.dimensions}
 
 
-class DimensionSetError(ValueError):
+class DimensionSetError(SotopiaError, ValueError):
     pass
 
 

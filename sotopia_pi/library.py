@@ -29,6 +29,7 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
+from .errors import SotopiaError
 from . import paths
 from .episode import utc_now
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
@@ -107,7 +108,7 @@ class Problem(BaseModel):
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
-class LibraryError(ValueError):
+class LibraryError(SotopiaError, ValueError):
     """The library did not load. `problems` lists every one found, not just the first."""
 
     def __init__(self, problems: list[Problem]):
@@ -684,7 +685,7 @@ def load_library(path: Path | str | None = None, *, min_pairs: int = MIN_PAIRS) 
 AUTHORED_SOURCE = "sotopia-pi authored"
 
 
-class RecordError(ValueError):
+class RecordError(SotopiaError, ValueError):
     """A record did not validate; `errors` holds one FieldError per problem."""
 
     def __init__(self, errors: list[FieldError]):

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import platformdirs
 
+from .errors import SotopiaError
+
 APP_NAME = "sotopia-pi"
 HOME_ENV = "SOTOPIA_PI_HOME"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class PathsError(RuntimeError):
+class PathsError(SotopiaError, RuntimeError):
     """A folder sotopia-pi needs cannot be created or used."""
 
 

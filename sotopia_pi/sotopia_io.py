@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .errors import SotopiaError
 from .model_text import lone_surrogate_at, read_json
 from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
 from .store import Store
@@ -117,7 +118,7 @@ class ExportReport(BaseModel):
     files: list[str] = Field(default_factory=list)
 
 
-class FieldProblem(ValueError):
+class FieldProblem(SotopiaError, ValueError):
     """A value that cannot be read, with the SOTOPIA field it came from."""
 
     def __init__(self, field: str | None, message: str):

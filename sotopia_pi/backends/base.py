@@ -38,6 +38,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from ..errors import SotopiaError
 from ..episode import ChatMessage
 from ..model_text import clean_text
 from ..redaction import redact
@@ -45,7 +46,7 @@ from ..redaction import redact
 TokenCallback = Callable[[str], None]
 
 
-class BackendError(RuntimeError):
+class BackendError(SotopiaError, RuntimeError):
     """The model could not answer (server down, file missing, timeout). Retrying may help.
     Its message is cleaned and has its secrets redacted (a server may echo the key)."""
 
@@ -53,11 +54,11 @@ class BackendError(RuntimeError):
         super().__init__(redact(clean_text(str(message))), *args)
 
 
-class ModelNameError(ValueError):
+class ModelNameError(SotopiaError, ValueError):
     """A model name does not follow the grammar."""
 
 
-class Cancelled(RuntimeError):
+class Cancelled(SotopiaError, RuntimeError):
     """Generation stopped because the caller set the cancel event."""
 
 

@@ -36,6 +36,8 @@ import llama_cpp  # noqa: E402 - after the OpenMP policy above
 import llama_cpp._logger as llama_logger  # noqa: E402
 from llama_cpp import Llama  # noqa: E402
 
+from ..errors import SotopiaError  # noqa: E402
+
 EXTRA_BUFFERS_ENV = "SOTOPIA_PI_LLAMA_EXTRA_BUFFERS"
 
 _patch_lock = threading.Lock()
@@ -45,7 +47,7 @@ _llama_locks_guard = threading.Lock()
 _log_lock = threading.Lock()
 
 
-class NativeError(RuntimeError):
+class NativeError(SotopiaError, RuntimeError):
     """llama.cpp refused something; the message says what and why."""
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import openai
 
+from ..errors import SotopiaError
 from ..episode import ChatMessage
 from ..redaction import register_secret
 from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, start_with_adapter
@@ -454,7 +455,7 @@ def _is_httpx_error(error: BaseException | None, class_name: str) -> bool:
     )
 
 
-class _Retryable(Exception):
+class _Retryable(SotopiaError):
     """A failure worth one more try (a refused connection, HTTP 429 or 5xx); carries the error."""
 
     def __init__(self, error: BackendError) -> None:
@@ -506,11 +507,11 @@ def _chunks_until(chunks: "queue.Queue", deadline: Callable[[], float], cancel: 
         yield item
 
 
-class _FormatRejected(Exception):
+class _FormatRejected(SotopiaError):
     """The server refused the request's response_format (HTTP 400/422)."""
 
 
-class _CallerError(Exception):
+class _CallerError(SotopiaError):
     """Carries an exception raised by the caller's on_token past our own error handling."""
 
     def __init__(self, original: Exception) -> None:

@@ -13,6 +13,7 @@ import copy
 import json
 from functools import lru_cache
 
+from ..errors import SotopiaError
 from . import llama_native  # noqa: F401 - sets llama.cpp's OpenMP policy before llama_cpp loads
 from llama_cpp.llama_grammar import json_schema_to_gbnf  # noqa: E402
 
@@ -25,7 +26,7 @@ _LOOSE_CHAR = r'char ::= [^"\\] |'
 _STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
-class SchemaError(ValueError):
+class SchemaError(SotopiaError, ValueError):
     """A schema that cannot be enforced as written."""
 
 

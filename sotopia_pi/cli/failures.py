@@ -10,9 +10,9 @@ import sys
 
 from ..model_text import one_line
 from .. import paths
-from ..paths import PathsError
+from ..errors import SotopiaError
 from ..redaction import redact
-from ..store import StoreError, describe_database_error
+from ..store import describe_database_error
 
 DEBUG_ENV = "SOTOPIA_PI_DEBUG"
 
@@ -30,7 +30,7 @@ _ERRNO_ADVICE = {
 
 def describe_failure(error: BaseException) -> str:
     """One line saying what went wrong, with secrets redacted."""
-    if isinstance(error, (StoreError, PathsError)):
+    if isinstance(error, SotopiaError):
         text = str(error)
     elif isinstance(error, sqlite3.Error):
         text = _describe_database_error(error)

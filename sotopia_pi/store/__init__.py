@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from ..errors import SotopiaError
 from .. import paths
 from ..episode import Episode, EpisodeStatus, Evaluation, Turn, utc_now
 from ..model_text import clean_text
@@ -207,7 +208,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 R = TypeVar("R", bound=BaseModel)
 
 
-class StoreError(RuntimeError):
+class StoreError(SotopiaError, RuntimeError):
     pass
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SotopiaError
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -49,7 +51,7 @@ _PEFT_TENSOR = re.compile(
 )
 
 
-class ConversionError(ValueError):
+class ConversionError(SotopiaError, ValueError):
     """The adapter cannot be converted for this base; the message says which tensor or setting."""
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..errors import SotopiaError
 from ..episode import ChatMessage
 from ..export import SftExample
 
@@ -58,7 +59,7 @@ class TokenizedExample(BaseModel):
         return sum(self.completion_mask)
 
 
-class TemplateError(ValueError):
+class TemplateError(SotopiaError, ValueError):
     """The chat template does not render a conversation's prefix as a prefix of its text."""
 
 

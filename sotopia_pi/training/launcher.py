@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import SotopiaError
 from .. import paths
 from ..export import snapshot_examples
 from ..snapshots import load_snapshot
@@ -37,7 +38,7 @@ from .worker import ADAPTER_DIR, CONFIG_FILE, EXAMPLES_FILE, INTERRUPTED_EXIT, R
 CPU_TOKENS_PER_SECOND = 130.0
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SotopiaError, RuntimeError):
     """A training run could not be planned, started or finished; the message says why."""
 
 
