@@ -179,11 +179,52 @@ def load_or_default(path: Path | None = None) -> tuple[Settings, str | None]:
 
 
 def save(settings: Settings, path: Path | None = None) -> Path:
-    """Write the settings as TOML, atomically (a crash mid-write keeps the old file)."""
+    """Write what the user chose as TOML, atomically (a crash mid-write keeps the old file).
+
+    Only choices are written: a field equal to its default is left out (so a later change of
+    default reaches the user), and a field whose value came from a SOTOPIA_PI_* variable keeps
+    whatever the file had (the variable is for this session, not for the file)."""
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = settings.model_dump(mode="json")
+    document = _chosen_values(settings, _saved_values(path))
     temporary = path.with_suffix(".toml.tmp")
     temporary.write_text(tomli_w.dumps(document), encoding="utf-8")
     os.replace(temporary, path)
     return path
+
+
+def _saved_values(path: Path) -> dict[str, Any]:
+    """The known fields the file holds now ({} when it is missing or unreadable: saving
+    replaces an unreadable file, as the user asked)."""
+    try:
+        values = read_file(path)
+    except ConfigError:
+        return {}
+    return {field: value for field, value in values.items() if field in Settings.model_fields}
+
+
+def _chosen_values(settings: Settings, saved: dict[str, Any]) -> dict[str, Any]:
+    current = settings.model_dump(mode="json")
+    defaults = Settings.model_construct().model_dump(mode="json")
+    from_environment = _environment_values()
+    document = dict(saved)
+    for field, value in current.items():
+        if field in from_environment and value == from_environment[field]:
+            continue
+        if value == defaults[field]:
+            document.pop(field, None)
+        else:
+            document[field] = value
+    return document
+
+
+def _environment_values() -> dict[str, Any]:
+    """The fields SOTOPIA_PI_* variables set, as the settings would read them."""
+    overridden = env_overrides()
+    if not overridden:
+        return {}
+    try:
+        from_environment = Settings().model_dump(mode="json")
+    except (ValidationError, SettingsError, RecursionError):  # a bad variable sets nothing
+        return {}
+    return {field: from_environment[field] for field in overridden}

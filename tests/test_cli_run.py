@@ -448,3 +448,47 @@ def test_the_console_script_exits_2_on_pause_with_only_json_on_stdout(bike: Stor
     document = json.loads(finished.stdout)
     assert document["status"] == "paused"
     assert f"sotopia-pi resume {document['id']}" in finished.stderr
+
+
+# -- option defaults come from the settings file ----------------------------------------------
+
+
+def test_run_without_model_options_uses_the_saved_settings(bike: Store, replay):
+    from sotopia_pi import config
+
+    config.save(config.Settings(
+        agent1_model=replay("a", [action("speak", "Two-fifty, firm."), action("speak", "No.")]),
+        agent2_model=replay("b", [action("speak", "How about 180?")]),
+        judge_model="",
+        max_turns=3,
+        live_eval=False,
+    ))
+    result = cli("run", "--scenario", "bike_sale", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = one_json_document(result)
+    assert document["max_turns"] == 3 and len(document["turns"]) == 3
+    assert document["judge_model"] == "" and document["evaluation"] is None
+    assert [a["model"] for a in document["agents"]] == [
+        config.load().agent1_model, config.load().agent2_model
+    ]
+
+
+def test_run_options_beat_the_saved_settings(bike: Store, replay):
+    from sotopia_pi import config
+
+    config.save(config.Settings(max_turns=3, judge_model="embedded"))
+    result = short_run(replay, "--max-turns", "5")
+    assert result.exit_code == 0, result.stderr
+    document = one_json_document(result)
+    assert document["max_turns"] == 5 and document["judge_model"] == ""
+
+
+def test_a_bad_settings_file_is_a_warning_and_the_defaults_play(bike: Store, replay):
+    from sotopia_pi import config
+
+    config.config_path().parent.mkdir(parents=True, exist_ok=True)
+    config.config_path().write_text("max_turns = 0\n", encoding="utf-8")
+    result = short_run(replay)
+    assert result.exit_code == 0, result.stderr
+    assert "warning:" in result.stderr and "max_turns" in result.stderr
+    assert one_json_document(result)["max_turns"] == 20

@@ -76,3 +76,42 @@ def test_bad_values_name_the_field(text, field):
 
 def test_empty_judge_means_no_judge():
     assert Settings(judge_model="").judge_model == ""
+
+
+# -- saving writes only what the user chose --------------------------------------------------
+
+
+def test_save_leaves_defaults_out_of_the_file():
+    settings = config.load()
+    settings.max_turns = 8
+    config.save(settings)
+    assert config.read_file() == {"max_turns": 8}
+    settings.max_turns = 20  # back to the default: the field leaves the file
+    config.save(settings)
+    assert config.read_file() == {}
+
+
+def test_save_does_not_write_environment_overrides(monkeypatch):
+    config.save(Settings(max_turns=8, judge_model=""))
+    monkeypatch.setenv("SOTOPIA_PI_MAX_TURNS", "3")
+    settings = config.load()
+    assert settings.max_turns == 3
+    settings.live_eval = False
+    config.save(settings)
+    assert config.read_file() == {"max_turns": 8, "judge_model": "", "live_eval": False}
+    monkeypatch.delenv("SOTOPIA_PI_MAX_TURNS")
+    assert config.load().max_turns == 8
+
+
+def test_save_writes_a_change_made_over_an_environment_value(monkeypatch):
+    monkeypatch.setenv("SOTOPIA_PI_MAX_TURNS", "3")
+    settings = config.load()
+    settings.max_turns = 12
+    config.save(settings)
+    assert config.read_file() == {"max_turns": 12}
+
+
+def test_save_replaces_an_unreadable_file():
+    config.config_path().write_text("max_turns = [\n", encoding="utf-8")
+    config.save(Settings(live_eval=False))
+    assert config.read_file() == {"live_eval": False}

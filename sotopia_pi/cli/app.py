@@ -40,6 +40,18 @@ def progress(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def user_settings():
+    """The settings the TUI's Settings screen saved (file, then SOTOPIA_PI_* variables): the
+    defaults of every option a command leaves unset. A bad file is said once and the defaults
+    are used, as the TUI does."""
+    from .. import config
+
+    settings, error = config.load_or_default()
+    if error:
+        progress(f"warning: {error}")
+    return settings
+
+
 def open_store():
     """The user's store, with the built-in scenario library installed on first use."""
     from ..store import Store

@@ -18,7 +18,7 @@ from ..leases import EpisodeBusy, pause_interrupted
 from ..profiles import valid_pairs
 from ..runner import EpisodeError, EpisodeRunner, EpisodeSetup, RunnerEvents, new_episode
 from ..store import NotFound, Store
-from .app import app, emit_json, fail, open_store, progress
+from .app import app, emit_json, fail, open_store, progress, user_settings
 
 episodes_app = typer.Typer(help="Stored episodes.", no_args_is_help=True)
 app.add_typer(episodes_app, name="episodes")
@@ -249,26 +249,37 @@ def run(
     scenario: Annotated[str, typer.Option(help="scenario id or codename")],
     pairing: Annotated[Optional[str], typer.Option(help="pairing id (which two characters play)")] = None,
     characters: Annotated[Optional[str], typer.Option(help="two character names or ids, comma-separated")] = None,
-    agent1: Annotated[str, typer.Option(help="model for side 1 (`human` to play it yourself)")] = "embedded",
-    agent2: Annotated[str, typer.Option(help="model for side 2")] = "embedded",
-    judge: Annotated[str, typer.Option(help="judge model; empty for no judge")] = "embedded",
-    max_turns: Annotated[int, typer.Option(min=1)] = 20,
-    live_eval: Annotated[bool, typer.Option("--live-eval/--no-live-eval")] = True,
+    agent1: Annotated[
+        Optional[str], typer.Option(help="model for side 1 (`human` to play it yourself) [default: from settings]")
+    ] = None,
+    agent2: Annotated[Optional[str], typer.Option(help="model for side 2 [default: from settings]")] = None,
+    judge: Annotated[
+        Optional[str], typer.Option(help="judge model; empty for no judge [default: from settings]")
+    ] = None,
+    max_turns: Annotated[Optional[int], typer.Option(min=1, help="[default: from settings]")] = None,
+    live_eval: Annotated[
+        Optional[bool], typer.Option("--live-eval/--no-live-eval", help="[default: from settings]")
+    ] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.7,
     tag: Annotated[Optional[list[str]], typer.Option(help="tag the episode (repeatable)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the episode as one JSON document")] = False,
 ) -> None:
-    """Play one episode of a scenario and score it."""
+    """Play one episode of a scenario and score it. Options left out take the values the
+    settings file (the TUI's Settings screen) and SOTOPIA_PI_* variables give."""
+    settings = user_settings()
     with open_store() as store:
         try:
             found = store.scenario(scenario)
             setup = EpisodeSetup(
                 scenario_id=found.id,
                 agent_ids=choose_characters(store, found.id, pairing, characters),
-                agent_models=(agent1, agent2),
-                judge_model=judge,
-                max_turns=max_turns,
-                live_eval=live_eval,
+                agent_models=(
+                    settings.agent1_model if agent1 is None else agent1,
+                    settings.agent2_model if agent2 is None else agent2,
+                ),
+                judge_model=settings.judge_model if judge is None else judge,
+                max_turns=settings.max_turns if max_turns is None else max_turns,
+                live_eval=settings.live_eval if live_eval is None else live_eval,
                 temperature=temperature,
                 tags=tuple(tag or ()),
             )
