@@ -44,7 +44,7 @@ def setup_home() -> None:
 def open_store():
     from sotopia_pi.episode_import import import_expert_corpus
     from sotopia_pi.library import ensure_library
-    from sotopia_pi.sotopia_io import import_sotopia
+    from sotopia_pi.library.sotopia_io import import_sotopia
     from sotopia_pi.store import Store
 
     store = Store()
@@ -57,8 +57,8 @@ def open_store():
 
 
 def scenario_sets(store) -> dict[str, list[str]]:
-    from sotopia_pi.expert_corpus import load_corpus
-    from sotopia_pi.sotopia_io import SOTOPIA_HARD_SCENARIO_IDS
+    from sotopia_pi.library.expert_corpus import load_corpus
+    from sotopia_pi.library.sotopia_io import SOTOPIA_HARD_SCENARIO_IDS
 
     known = {s.id for s in store.scenarios()}
     heldout = sorted({item.scenario for item in load_corpus() if item.split == "heldout"})

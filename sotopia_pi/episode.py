@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .profiles import new_id
 
@@ -98,6 +98,16 @@ class Turn(BaseModel):
     completion_tokens: int = 0
     edited_argument: str | None = None
     created_at: str = Field(default_factory=utc_now)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adapter_of_older_records(cls, data):
+        """Turns stored before `adapter` existed name their adapter in `model` only."""
+        if isinstance(data, dict) and "adapter" not in data and "+adapter=" in str(data.get("model", "")):
+            from .backends import adapter_identity
+
+            data = {**data, "adapter": adapter_identity(str(data["model"]).partition("+adapter=")[2])}
+        return data
 
     @property
     def action(self) -> AgentAction:

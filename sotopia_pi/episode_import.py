@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import SotopiaError
-from . import expert_corpus
+from .library import expert_corpus
 from .episode import (
     ActionType,
     AgentAction,
@@ -40,7 +40,7 @@ from .export import ENVIRONMENT
 from .judge import overall_score
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn
-from .sotopia_io import SOTOPIA_FILES, FieldProblem, ImportIssue, ImportReport, import_sotopia, read_objects
+from .library.sotopia_io import SOTOPIA_FILES, FieldProblem, ImportIssue, ImportReport, import_sotopia, read_objects
 from .store import NotFound, Store
 from .visibility import agent_view
 

@@ -4,8 +4,12 @@ Round-robin: agent 0 acts on even turns, agent 1 on odd turns. An episode ends w
 leaves, when it reaches its turn limit, or when it goes stale (`stale_limit` idle turns in a
 row). Then the judge gives the terminal, official score.
 
-A runner is driven from one thread (`run` or `step`); other threads may call `pause`, `stop`,
-`take_over`, `hand_back`, `set_model` and `set_adapter` at any moment. A backend failure pauses the episode
+A runner is driven from one thread (`run` or `step`); other threads may call `pause` (after the
+turn, or `now`), `stop`, `take_over`, `hand_back`, `set_model` and `set_adapter` at any moment.
+`RunnerSession` (sotopia_pi/session.py) owns that thread for screens and commands.
+
+Each side's model is carried as a ModelSpec (`agent_specs`), parsed once from the names the
+episode stores; every turn records the model name and the adapter that played it. A backend failure pauses the episode
 with the error recorded; nothing already played is lost, and `resume_episode` (or
 `sotopia-pi resume`) continues it later, in this process or another.
 """
@@ -20,15 +24,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import SotopiaError
 from .backends import (
     AdapterSwapping,
     BackendError,
     Cancelled,
     ChatBackend,
+    ModelSpec,
+    adapter_identity,
+    as_spec,
     create_backend,
-    parse_model_name,
-    preset_for,
+    preset_spec,
     resolve_adapter,
 )
 from .backends.human import HumanBackend
@@ -79,7 +84,7 @@ class RunnerEvents:
     def status_changed(self, episode: Episode) -> None: ...
 
 
-class EpisodeError(SotopiaError, RuntimeError):
+class EpisodeError(RuntimeError):
     pass
 
 
@@ -89,8 +94,8 @@ class EpisodeSetup:
 
     scenario_id: str
     agent_ids: tuple[str, str]
-    agent_models: tuple[str, str] = ("embedded", "embedded")
-    judge_model: str = "embedded"
+    agent_models: tuple[str | ModelSpec, str | ModelSpec] = ("embedded", "embedded")
+    judge_model: str | ModelSpec = "embedded"  # "" for no judge
     max_turns: int = DEFAULT_MAX_TURNS
     live_eval: bool = True
     stale_limit: int = DEFAULT_STALE_LIMIT
@@ -108,15 +113,14 @@ def new_episode(store: Store, setup: EpisodeSetup) -> Episode:
         raise EpisodeError("the two agents must play two different characters")
     if setup.max_turns < 1:
         raise EpisodeError("max turns must be at least 1")
-    for name in (*setup.agent_models, setup.judge_model):
-        if name:
-            parse_model_name(name)
+    agents = [preset_spec(as_spec(model)) for model in setup.agent_models]
+    judge = preset_spec(as_spec(setup.judge_model), "judge") if setup.judge_model else None
     load_dimension_set(setup.dimension_set)
     episode = Episode(
         scenario_id=scenario.id,
         agent_ids=list(setup.agent_ids),
-        agent_models=[preset_for(name) for name in setup.agent_models],
-        judge_model=preset_for(setup.judge_model, "judge") if setup.judge_model else "",
+        agent_models=[spec.name for spec in agents],
+        judge_model=judge.name if judge is not None else "",
         max_turns=setup.max_turns,
         live_eval=setup.live_eval and bool(setup.judge_model),
         status=EpisodeStatus.paused,
@@ -187,6 +191,7 @@ class EpisodeRunner:
         )
         self.names = (self.characters[0].name, self.characters[1].name)
         self.views = tuple(agent_view(self.scenario, self.characters, side, HINT_TAGS) for side in (0, 1))
+        self.agent_specs: list[ModelSpec] = _specs_of(self.episode)
         self.turns: list[Turn] = store.turns(episode_id)
         self.events = events or RunnerEvents()
         self._factory = backend_factory
@@ -197,14 +202,15 @@ class EpisodeRunner:
         self._judge: Judge | None = None
         self._live: LiveEvaluator | None = None
         self._pause = threading.Event()
+        self._pause_now = threading.Event()  # abandon the turn in progress (and the next one)
         self._stop = threading.Event()
         self._turn_cancel = threading.Event()
         self._current_side: int | None = None
         # Held while a side's model generates and its turn is committed: an adapter swap for
         # that side waits for it, so it takes effect from the side's next turn, never mid-turn.
         self._generating = (threading.Lock(), threading.Lock())
-        for side, model in enumerate(self.episode.agent_models):
-            if parse_model_name(model).is_human and side not in self._models:
+        for side, spec in enumerate(self.agent_specs):
+            if spec.is_human and side not in self._models:
                 self._humans[side] = HumanBackend()
 
     # -- settings -------------------------------------------------------------------------
@@ -217,24 +223,30 @@ class EpisodeRunner:
     def finished(self) -> bool:
         return self.episode.status in (EpisodeStatus.finished, EpisodeStatus.failed)
 
-    def _thread_options(self, model: str, role: str) -> dict:
+    @property
+    def current_side(self) -> int | None:
+        """The side whose turn is being played now, or None between turns."""
+        return self._current_side
+
+    def _thread_options(self, spec: ModelSpec, role: str) -> dict:
         """llama.cpp threads: share the cores between agents and a live judge instead of
         oversubscribing them (decode collapses when both use every core)."""
-        if parse_model_name(model).kind not in LLAMA_KINDS:
+        if spec.kind not in LLAMA_KINDS:
             return {}
         cores = os.cpu_count() or 2
         if self.episode.live_eval and cores <= 4:
             return {"n_threads": max(1, cores // 2)}
         return {}
 
-    def _load(self, model: str, role: str) -> ChatBackend:
-        """Build a backend; whatever goes wrong while loading becomes a BackendError."""
+    def _load(self, spec: ModelSpec, role: str) -> ChatBackend:
+        """Build a backend; whatever goes wrong while loading becomes a BackendError. The
+        factory is given the model's name (a factory written for tests picks by name)."""
         try:
-            return self._factory(model, **self._thread_options(model, role))
+            return self._factory(spec.name, **self._thread_options(spec, role))
         except BackendError:
             raise
         except Exception as error:  # a missing file, a bad option, a broken install
-            raise BackendError(f"cannot load {model}: {error}") from error
+            raise BackendError(f"cannot load {spec.name}: {error}") from error
 
     def _agent_backend(self, side: int) -> ChatBackend:
         if side in self._humans:
@@ -242,11 +254,11 @@ class EpisodeRunner:
         with self._lock:
             if side in self._models:
                 return self._models[side]
-            model = self.episode.agent_models[side]
+            spec = self.agent_specs[side]
         # Loaded outside the lock: take_over/hand_back must not wait for a model to load.
-        backend = self._load(model, "agent")
+        backend = self._load(spec, "agent")
         with self._lock:
-            if side in self._models or self.episode.agent_models[side] != model:
+            if side in self._models or self.agent_specs[side] != spec:
                 backend.close()  # swapped meanwhile (set_model); keep what is there now
                 return self._models.get(side) or self._agent_backend(side)
             self._models[side] = backend
@@ -258,7 +270,7 @@ class EpisodeRunner:
         if not self.episode.judge_model and self._judge_backend is None:
             return None
         if self._judge is None:
-            backend = self._judge_backend or self._load(self.episode.judge_model, "judge")
+            backend = self._judge_backend or self._load(as_spec(self.episode.judge_model), "judge")
             self._judge_backend = backend
             self._judge = Judge(backend, load_dimension_set(self.settings.get("dimension_set", "sotopia")))
         return self._judge
@@ -272,11 +284,16 @@ class EpisodeRunner:
 
     # -- control from other threads -------------------------------------------------------
 
-    def pause(self) -> None:
-        """Stop after the turn in progress (a person's pending turn is abandoned)."""
-        self._pause.set()
-        if self._current_side in self._humans:
-            self._turn_cancel.set()
+    def pause(self, now: bool = False) -> None:
+        """Stop after the turn in progress (a person's pending turn is abandoned). With `now`,
+        stop at once: a generation in progress is cancelled within a token and its partial turn
+        is discarded, never saved; that turn is played again when the episode goes on."""
+        with self._lock:
+            self._pause.set()
+            if now:
+                self._pause_now.set()
+            if now or self._current_side in self._humans:
+                self._turn_cancel.set()
 
     def stop(self) -> None:
         """End the episode now; the turn in progress is abandoned and the judge scores the rest.
@@ -301,7 +318,7 @@ class EpisodeRunner:
 
     def hand_back(self, side: int) -> None:
         """The model plays `side` again; a pending human turn for it is abandoned."""
-        if parse_model_name(self.episode.agent_models[side]).is_human:
+        if self.agent_specs[side].is_human:
             raise EpisodeError(f"side {side + 1} has no model to hand back to (it is played by a person)")
         with self._lock:
             self._humans.pop(side, None)
@@ -314,10 +331,9 @@ class EpisodeRunner:
             raise EpisodeError(f"side {side + 1} is not played by a person")
         human.submit(action)
 
-    def set_model(self, side: int, model: str, backend: ChatBackend | None = None) -> None:
+    def set_model(self, side: int, model: ModelSpec | str, backend: ChatBackend | None = None) -> None:
         """Swap the model (or adapter) of a side; takes effect from the next turn."""
-        model = preset_for(model)
-        spec = parse_model_name(model)
+        spec = preset_spec(as_spec(model))
         with self._lock:
             old = self._models.pop(side, None)
             if spec.is_human:
@@ -326,7 +342,8 @@ class EpisodeRunner:
                 self._humans.pop(side, None)
                 if backend is not None:
                     self._models[side] = backend
-            self.episode.agent_models[side] = model
+            self.agent_specs[side] = spec
+            self.episode.agent_models[side] = spec.name
             self.store.save_episode(self.episode)
         if old is not None and self._current_side != side:
             old.close()
@@ -337,7 +354,7 @@ class EpisodeRunner:
         reloading the base model; any other is reloaded with the adapter. If the side is
         generating now, this waits for that turn to be committed. On failure raises BackendError
         (or EpisodeError for a side a person plays) and the side keeps what it had."""
-        spec = parse_model_name(self.episode.agent_models[side])
+        spec = self.agent_specs[side]
         if spec.is_human:
             raise EpisodeError(f"side {side + 1} is played by a person; it has no adapter to swap")
         wanted = spec.with_adapter(adapter)
@@ -347,10 +364,11 @@ class EpisodeRunner:
             if isinstance(backend, AdapterSwapping):
                 backend.set_adapter(resolve_adapter(wanted).adapter)
             else:
-                backend = self._load(wanted.name, "agent")
+                backend = self._load(wanted, "agent")
             with self._lock:
                 replaced = self._models.get(side)
                 self._models[side] = backend
+                self.agent_specs[side] = wanted
                 self.episode.agent_models[side] = wanted.name
                 self.store.save_episode(self.episode)
         if replaced is not None and replaced is not backend:
@@ -369,6 +387,7 @@ class EpisodeRunner:
         self._lease_lost.clear()
         self._heartbeat = leases.Heartbeat(self.store, self._lease, self._on_lease_lost)
         self.episode = self.store.episode(self.episode.id)
+        self.agent_specs = _specs_of(self.episode)
         self.turns = self.store.turns(self.episode.id)
 
     def release(self) -> None:
@@ -386,8 +405,7 @@ class EpisodeRunner:
     def _on_lease_lost(self) -> None:
         log.error("episode %s was taken over by another runner; this one stops", self.episode.id)
         self._lease_lost.set()
-        self._pause.set()
-        self._turn_cancel.set()
+        self.pause(now=True)
 
     # -- running --------------------------------------------------------------------------
 
@@ -395,6 +413,7 @@ class EpisodeRunner:
     def run(self) -> Episode:
         """Play until the episode ends, is paused, or a backend fails. Returns the episode."""
         self._pause.clear()
+        self._pause_now.clear()
         if not self._begin():
             return self.episode
         # The live judge is left running on a pause, so the last turn's score still arrives;
@@ -410,6 +429,7 @@ class EpisodeRunner:
     @_holding_lease
     def step(self) -> Turn | None:
         """Play exactly one turn (or finish the episode); leaves it paused if it goes on."""
+        self._pause_now.clear()
         if not self._begin():
             return None
         before = len(self.turns)
@@ -489,10 +509,16 @@ class EpisodeRunner:
         index = len(self.turns)
         side = index % 2
         with self._generating[side]:
+            backend = self._agent_backend(side)  # may load a model: not under the lock
             with self._lock:
+                if self._pause_now.is_set() or self._lease_lost.is_set():
+                    return None
+                if side in self._humans:  # taken over while its model loaded
+                    backend = self._humans[side]
+                elif isinstance(backend, HumanBackend) and side not in self._models:
+                    return None  # handed back while the person's turn began: play it again
                 self._turn_cancel.clear()
                 self._current_side = side
-                backend = self._agent_backend(side)
             if not isinstance(backend, HumanBackend):
                 return self._play(index, side, backend)
         return self._play(index, side, backend)  # a person's turn does not hold up a swap
@@ -529,7 +555,8 @@ class EpisodeRunner:
             agent=side,
             action_type=action.action_type,
             argument=action.argument,
-            model="human" if by_human else self.episode.agent_models[side],
+            model="human" if by_human else self.agent_specs[side].name,
+            adapter="" if by_human else self._adapter_played(side, backend),
             by_human=by_human,
             prompt=messages,
             raw_output=raw_output,
@@ -543,6 +570,13 @@ class EpisodeRunner:
         self.turns.append(turn)
         self.events.turn_committed(turn)
         return turn
+
+    def _adapter_played(self, side: int, backend: ChatBackend) -> str:
+        """The adapter a backend runs now (a swapping backend knows it exactly, its registered
+        version included), else the one its side's spec asked for."""
+        if isinstance(backend, AdapterSwapping):
+            return adapter_identity(backend.adapter)
+        return adapter_identity(self.agent_specs[side].adapter)
 
     def _finish(self, reason: str) -> None:
         if not self.turns:  # stopped before any turn: not finished, never judged
@@ -608,6 +642,11 @@ class EpisodeRunner:
             self._judge_backend.close()
             self._judge_backend = None
             self._judge = None
+
+
+def _specs_of(episode: Episode) -> list[ModelSpec]:
+    """The sides' models as specs, read once from the names the store keeps."""
+    return [as_spec(name) for name in episode.agent_models]
 
 
 def _keeps_kv_cache(backend: ChatBackend) -> bool:

@@ -25,11 +25,11 @@ from sotopia_pi.episode_import import (
     import_episodes,
     import_expert_corpus,
 )
-from sotopia_pi.expert_corpus import EXPERT_MODEL
+from sotopia_pi.library.expert_corpus import EXPERT_MODEL
 from sotopia_pi.export import ExportFormat, SotopiaEpisodeRow, write_export
 from sotopia_pi.prompts import messages_for_turn
 from sotopia_pi.snapshots import create_snapshot
-from sotopia_pi.sotopia_io import (
+from sotopia_pi.library.sotopia_io import (
     SOTOPIA_ANY_AGE,
     character_to_sotopia,
     import_sotopia,

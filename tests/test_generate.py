@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from sotopia_pi.backends import create_backend
 from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.cli import app
-from sotopia_pi.generate import (
+from sotopia_pi.library.generate import (
     GENERATED_SOURCE,
     find_duplicate,
     GenerationError,

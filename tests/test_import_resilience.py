@@ -14,7 +14,7 @@ from sotopia_pi import paths
 from sotopia_pi.cli import app
 from sotopia_pi.library import LibraryError, load_library
 from sotopia_pi.profiles import Scenario
-from sotopia_pi.sotopia_io import import_sotopia
+from sotopia_pi.library.sotopia_io import import_sotopia
 from sotopia_pi.store import Store
 
 BAD_LINES = {

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from sotopia_pi.cli import app
 from sotopia_pi.profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
-from sotopia_pi.sotopia_io import (
+from sotopia_pi.library.sotopia_io import (
     SOTOPIA_FILES,
     SOTOPIA_HARD_SCENARIO_IDS,
     FieldProblem,

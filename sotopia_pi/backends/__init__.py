@@ -33,10 +33,13 @@ __all__ = [
     "Completion",
     "ModelNameError",
     "ModelSpec",
+    "adapter_identity",
+    "as_spec",
     "create_backend",
     "format_model_name",
     "parse_model_name",
     "preset_for",
+    "preset_spec",
     "resolve_adapter",
     "shipped_adapter",
 ]
@@ -58,18 +61,48 @@ def shipped_adapter(name: str, kind: str) -> Path | None:
     return path if path.exists() and "/" not in name else None
 
 
-def preset_for(name: str, role: str = "agent") -> str:
-    """The model name an episode stores for what the user asked: `embedded` (no adapter) means
-    the embedded model with the project's shipped adapter for that role (`agent` or `judge`),
-    written out explicitly as `embedded-base+adapter=NAME`; every other name is kept as it is.
+def as_spec(model: str | ModelSpec) -> ModelSpec:
+    """A ModelSpec as it is; a model name (from a command line, the settings or the store)
+    parsed. The engine carries specs; names are parsed where they come in."""
+    return model if isinstance(model, ModelSpec) else parse_model_name(model)
+
+
+def preset_spec(spec: ModelSpec, role: str = "agent") -> ModelSpec:
+    """The model an episode stores for what the user asked: `embedded` (no adapter) means the
+    embedded model with the project's shipped adapter for that role (`agent` or `judge`),
+    written out explicitly as `embedded-base+adapter=NAME`; every other spec is kept as it is.
     Without the shipped file, `embedded` is the bare model."""
-    spec = parse_model_name(name)
     if spec.kind != "embedded":
-        return name
+        return spec
     adapter = spec.adapter or (SHIPPED_JUDGE_ADAPTER if role == "judge" else SHIPPED_AGENT_ADAPTER)
     if not spec.adapter and shipped_adapter(adapter, "embedded") is None:
-        return ModelSpec(kind="embedded-base").name
-    return ModelSpec(kind="embedded-base", adapter=adapter).name
+        return ModelSpec(kind="embedded-base")
+    return ModelSpec(kind="embedded-base", adapter=adapter)
+
+
+def preset_for(name: str, role: str = "agent") -> str:
+    """`preset_spec` for a model name; other names are returned exactly as given."""
+    spec = as_spec(name)
+    return name if spec.kind != "embedded" else preset_spec(spec, role).name
+
+
+def adapter_identity(adapter: str | Path | None) -> str:
+    """What a turn records as the adapter that played it: `NAME@vN` for a registered adapter's
+    files (<home>/adapters/NAME/vN/...), NAME for one shipped in models/adapters, any other
+    path or name as given, and "" for none (the base model)."""
+    if not adapter:
+        return ""
+    from .. import paths
+
+    path = Path(adapter)
+    parts = path.parts
+    for position in range(len(parts) - 2):
+        name, version = parts[position + 1], parts[position + 2]
+        if parts[position] == "adapters" and version[:1] == "v" and version[1:].isdigit():
+            return f"{name}@{version}"
+    if path.parent == paths.REPO_ROOT / "models" / "adapters":
+        return path.stem if path.suffix == ".gguf" else path.name
+    return str(adapter)
 
 
 def resolve_adapter(spec: ModelSpec) -> ModelSpec:

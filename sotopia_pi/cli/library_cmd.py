@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..backends import BackendError, ModelNameError, create_backend
-from ..generate import (
+from ..library.generate import (
     DEFAULT_ATTEMPTS,
     DEFAULT_SEEDS_PER_SCENARIO,
     DEFAULT_TEMPERATURE,
@@ -83,7 +83,7 @@ def check(
 
 def _check_corpus(path: Path | None) -> tuple[dict | None, list[str]]:
     """The expert corpus beside the built-in library (None for another library folder)."""
-    from ..expert_corpus import CorpusError, corpus_summary, load_corpus
+    from ..library.expert_corpus import CorpusError, corpus_summary, load_corpus
 
     if path is not None:
         return None, []

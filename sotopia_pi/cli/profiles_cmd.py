@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..profiles import Character, Scenario, valid_pairs
-from ..sotopia_io import SOTOPIA_HARD_SCENARIO_IDS, export_sotopia, import_sotopia
+from ..library.sotopia_io import SOTOPIA_HARD_SCENARIO_IDS, export_sotopia, import_sotopia
 from ..store import NotFound, Store
 from .app import app, emit_json, fail, open_store
 

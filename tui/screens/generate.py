@@ -23,7 +23,7 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from sotopia_pi.backends import BackendError, Cancelled, ChatBackend
-from sotopia_pi.generate import (
+from sotopia_pi.library.generate import (
     GenerationError,
     Proposal,
     SeedUsed,

@@ -29,13 +29,13 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from .errors import SotopiaError
-from . import paths
-from .episode import utc_now
-from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
+from ..errors import SotopiaError
+from .. import paths
+from ..episode import utc_now
+from ..profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
 from .sotopia_io import FieldProblem, check_hint_tags
-from .store import Store
-from .visibility import HINT_TAG_MARKUP
+from ..store import Store
+from ..visibility import HINT_TAG_MARKUP
 
 LIBRARY_SOURCE = "sotopia-pi library"
 CATEGORIES = (

@@ -26,11 +26,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .errors import SotopiaError
-from .model_text import lone_surrogate_at, read_json
-from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
-from .store import Store
-from .visibility import HINT_TAG_MARKUP
+from ..errors import SotopiaError
+from ..model_text import lone_surrogate_at, read_json
+from ..profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
+from ..store import Store
+from ..visibility import HINT_TAG_MARKUP
 
 # The 14 scenarios of SOTOPIA-hard, the subset behind SOTOPIA-pi's headline result.
 SOTOPIA_HARD_SCENARIO_IDS: tuple[str, ...] = (

@@ -22,11 +22,11 @@ from difflib import SequenceMatcher
 
 from pydantic import BaseModel, Field
 
-from .errors import SotopiaError
-from .backends import BackendError, Cancelled, ChatBackend
-from .episode import ChatMessage, utc_now
-from .model_text import read_json
-from .library import (
+from ..errors import SotopiaError
+from ..backends import BackendError, Cancelled, ChatBackend
+from ..episode import ChatMessage, utc_now
+from ..model_text import read_json
+from . import (
     CATEGORIES,
     PAIRINGS_PER_SCENARIO,
     FieldError,
@@ -38,9 +38,9 @@ from .library import (
     scenario_from_dict,
     validate_scenario,
 )
-from .profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
-from .store import Store
-from .visibility import HINT_TAG_MARKUP, HINT_TAGS
+from ..profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
+from ..store import Store
+from ..visibility import HINT_TAG_MARKUP, HINT_TAGS
 
 GENERATED_SOURCE = "sotopia-pi generated"
 DEFAULT_TEMPERATURE = 0.5  # SOTOPIA-pi's setting

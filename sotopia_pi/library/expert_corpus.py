@@ -24,14 +24,14 @@ Files live in `scenarios/expert/`, one JSON file per library scenario, named aft
       ]
     }
 
-Rules the checker enforces (`python -m sotopia_pi.expert_corpus check`):
+Rules the checker enforces (`python -m sotopia_pi.library.expert_corpus check`):
 - the scenario exists and the pair may play it; ids are unique;
 - expert episodes have 6..20 turns; poor ones 1..20; a `leave` can only be the last turn;
 - arguments are at most 300 characters; `none` and `leave` have empty arguments;
 - every turn except `none` and `leave` has a non-empty argument;
 - both judgments have all seven SOTOPIA dimensions, integer scores in range, non-empty reasoning.
 
-`python -m sotopia_pi.expert_corpus brief CODENAME` prints what each side may see for every pair
+`python -m sotopia_pi.library.expert_corpus brief CODENAME` prints what each side may see for every pair
 that may play the scenario (write each side only from its own view) and the rubric.
 """
 
@@ -45,9 +45,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import SotopiaError
-from . import paths
-from .episode import ARGUMENT_MAX_CHARS, ActionType
+from ..errors import SotopiaError
+from .. import paths
+from ..episode import ARGUMENT_MAX_CHARS, ActionType
 
 EXPERT_DIR = "expert"
 EXPERT_MODEL = "expert (hand-written)"
@@ -139,7 +139,7 @@ def corpus_dir() -> Path:
 
 
 def _dimension_ranges() -> dict[str, tuple[int, int]]:
-    from .judge import load_dimension_set
+    from ..judge import load_dimension_set
 
     dimensions = load_dimension_set("sotopia")
     return {d.name: (d.low, d.high) for d in dimensions.dimensions}
@@ -165,7 +165,7 @@ def _evaluation_problems(episode: ExpertEpisode, ranges: dict[str, tuple[int, in
 def load_corpus(directory: Path | str | None = None) -> list[CorpusEpisode]:
     """Read and check every corpus file against the library. Raises CorpusError listing every
     problem (file, episode, field); returns the episodes in file order when there are none."""
-    from .library import load_library
+    from . import load_library
 
     root = Path(directory) if directory else corpus_dir()
     library = load_library()
@@ -229,9 +229,9 @@ def corpus_summary(episodes: list[CorpusEpisode]) -> dict:
 
 def brief(codename: str) -> str:
     """What a writer needs for one scenario: each side's own view for every pair, and the rubric."""
-    from .judge import load_dimension_set
-    from .library import load_library
-    from .visibility import HINT_TAGS, agent_view
+    from ..judge import load_dimension_set
+    from . import load_library
+    from ..visibility import HINT_TAGS, agent_view
 
     library = load_library()
     scenario = library.scenario(codename)
@@ -263,7 +263,7 @@ def main(argv: list[str]) -> int:
             return 1
         print(json.dumps(corpus_summary(episodes), indent=2))
         return 0
-    print("usage: python -m sotopia_pi.expert_corpus check [DIR] | brief CODENAME", file=sys.stderr)
+    print("usage: python -m sotopia_pi.library.expert_corpus check [DIR] | brief CODENAME", file=sys.stderr)
     return 2
 
 
