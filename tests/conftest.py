@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from sotopia_pi.store import Store
 
+pytest_plugins = ("pytester",)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SOTOPIA_DATA = REPO_ROOT.parent / "shared" / "sotopia"
+SOTOPIA_DATA_ENV = "SOTOPIA_PI_SOTOPIA_DATA"
+BESIDE_THE_CLONE = REPO_ROOT.parent / "shared" / "sotopia"
+SOTOPIA_MARKER = "agent_profiles.jsonl"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """README's test command sets no variable: a clone beside ../shared finds the data there
+    (.ci/run sets the same path explicitly)."""
+    if not os.environ.get(SOTOPIA_DATA_ENV) and BESIDE_THE_CLONE.is_dir():
+        os.environ[SOTOPIA_DATA_ENV] = str(BESIDE_THE_CLONE)
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +38,17 @@ def store(isolated_home: Path):
         yield opened
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sotopia_dir() -> Path:
-    if not SOTOPIA_DATA.is_dir():
-        pytest.skip(f"SOTOPIA data not found at {SOTOPIA_DATA}")
-    return SOTOPIA_DATA
+    """SOTOPIA's released JSONL files. A test that needs them fails (never skips) without them."""
+    value = os.environ.get(SOTOPIA_DATA_ENV, "")
+    how = (
+        f"set {SOTOPIA_DATA_ENV} to the folder holding SOTOPIA's JSONL files ({SOTOPIA_MARKER}, "
+        f"environment_profiles.jsonl, ...), or clone this repository beside ../shared/sotopia"
+    )
+    if not value:
+        pytest.fail(f"{SOTOPIA_DATA_ENV} is not set and {BESIDE_THE_CLONE} does not exist: {how}", pytrace=False)
+    folder = Path(value).expanduser().resolve()
+    if not (folder / SOTOPIA_MARKER).is_file():
+        pytest.fail(f"{SOTOPIA_DATA_ENV}={value}: no {SOTOPIA_MARKER} there: {how}", pytrace=False)
+    return folder
