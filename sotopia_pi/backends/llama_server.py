@@ -18,7 +18,7 @@ from .llama_native import make_model_loading_safe
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--model" not in args and not any(arg.startswith("--model=") for arg in args):
-        from .llama_cpp_backend import embedded_model_path
+        from ..catalog import embedded_model_path
 
         args = ["--model", str(embedded_model_path()), *args]
     make_model_loading_safe()

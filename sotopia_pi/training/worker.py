@@ -80,7 +80,7 @@ def base_spec(base: str):
     """The base as a transformers model name: `embedded` is SmolLM2's GGUF, dequantized."""
     from ..backends import parse_model_name
     from ..backends.base import ModelSpec
-    from ..backends.llama_cpp_backend import embedded_model_path
+    from ..catalog import embedded_model_path
 
     spec = parse_model_name(base)
     if spec.kind in {"embedded", "embedded-base"}:
