@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sotopia_pi.curation import BestSide, load_candidates, select, selection_statistics
+from sotopia_pi.dataset.curation import BestSide, load_candidates, select, selection_statistics
 from sotopia_pi.episode import (
     ActionType,
     AgentAction,
@@ -26,10 +26,10 @@ from sotopia_pi.episode import (
     Evaluation,
     Turn,
 )
-from sotopia_pi.export import write_export
+from sotopia_pi.dataset.export import write_export
 from sotopia_pi.profiles import Character, Scenario
 from sotopia_pi.prompts import agent_messages, history_lines
-from sotopia_pi.snapshots import create_snapshot, load_snapshot
+from sotopia_pi.dataset.snapshots import create_snapshot, load_snapshot
 from sotopia_pi.store import Store
 from sotopia_pi.visibility import agent_view
 

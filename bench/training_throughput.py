@@ -18,8 +18,8 @@ import gc
 import resource
 import time
 
-from sotopia_pi.export import snapshot_examples
-from sotopia_pi.snapshots import load_snapshot
+from sotopia_pi.dataset.export import snapshot_examples
+from sotopia_pi.dataset.snapshots import load_snapshot
 from sotopia_pi.store import Store
 from sotopia_pi.training.config import TrainConfig
 from sotopia_pi.training.examples import build_training_examples, tokenize_examples

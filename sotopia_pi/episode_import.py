@@ -36,7 +36,7 @@ from .episode import (
     Evaluation,
     Turn,
 )
-from .export import ENVIRONMENT
+from .dataset.export import ENVIRONMENT
 from .judge import overall_score
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sotopia_pi import export as export_module
+from sotopia_pi.dataset import export as export_module
 from sotopia_pi.cli import main
 from sotopia_pi.store import SCHEMA_VERSION, Store
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sotopia_pi import curation
-from sotopia_pi.curation import (
+from sotopia_pi.dataset import curation
+from sotopia_pi.dataset.curation import (
     AdapterIs,
     BestSide,
     Candidate,
@@ -23,7 +23,7 @@ from sotopia_pi.curation import (
     top_fraction,
 )
 from sotopia_pi.episode import EpisodeStatus
-from sotopia_pi.export import estimate_tokens
+from sotopia_pi.dataset.export import estimate_tokens
 from sotopia_pi.store import Store
 
 from .curation_helpers import DEFAULT_ACTIONS, add_episode, examples_per_side, seed_profiles

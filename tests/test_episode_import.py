@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sotopia_pi import curation
+from sotopia_pi.dataset import curation
 from sotopia_pi.cli import app
 from sotopia_pi.episode import ActionType, EpisodeStatus
 from sotopia_pi.episode_import import (
@@ -26,9 +26,9 @@ from sotopia_pi.episode_import import (
     import_expert_corpus,
 )
 from sotopia_pi.library.expert_corpus import EXPERT_MODEL
-from sotopia_pi.export import ExportFormat, SotopiaEpisodeRow, write_export
+from sotopia_pi.dataset.export import ExportFormat, SotopiaEpisodeRow, write_export
 from sotopia_pi.prompts import messages_for_turn
-from sotopia_pi.snapshots import create_snapshot
+from sotopia_pi.dataset.snapshots import create_snapshot
 from sotopia_pi.library.sotopia_io import (
     SOTOPIA_ANY_AGE,
     character_to_sotopia,

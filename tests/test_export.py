@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sotopia_pi import curation
-from sotopia_pi.curation import BestSide
+from sotopia_pi.dataset import curation
+from sotopia_pi.dataset.curation import BestSide
 from sotopia_pi.episode import ActionType, AgentAction, ChatMessage
-from sotopia_pi.export import (
+from sotopia_pi.dataset.export import (
     EpisodeLogRow,
     ExportFormat,
     PromptLayoutError,
@@ -24,7 +24,7 @@ from sotopia_pi.export import (
     write_export,
 )
 from sotopia_pi.prompts import CLOSING_PREFIX, HISTORY_HEADER
-from sotopia_pi.snapshots import SnapshotError, create_snapshot, list_snapshots, load_snapshot
+from sotopia_pi.dataset.snapshots import SnapshotError, create_snapshot, list_snapshots, load_snapshot
 from sotopia_pi.store import Store
 from sotopia_pi.visibility import UNKNOWN, render_goal
 

@@ -422,7 +422,7 @@ async def test_export_a_snapshot_from_curation_and_see_where_it_went(store: Stor
 
     from textual.widgets import Input, Select, Static
 
-    from sotopia_pi.snapshots import create_snapshot
+    from sotopia_pi.dataset.snapshots import create_snapshot
     from tui.screens.export import ExportScreen
 
     from .test_tui import plain

@@ -20,7 +20,7 @@ from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.config import Settings
 from sotopia_pi.episode import ActionType, Turn
 from sotopia_pi.runner import EpisodeSetup, new_episode
-from sotopia_pi.snapshots import create_snapshot
+from sotopia_pi.dataset.snapshots import create_snapshot
 from sotopia_pi.store import Store
 from tui.app import SotopiaApp
 from tui.screens.adapter_picker import AdapterPickerScreen
@@ -77,7 +77,7 @@ def test_adapter_changes_come_from_the_models_the_turns_record(tmp_path):
     changes = adapter_changes(turns)
     assert [(c.index, c.side, c.adapter, c.first) for c in changes] == [
         (1, 1, "first", True),
-        (4, 0, registered, False),
+        (4, 0, "bc-1@v2", False),  # the turn records the registered adapter's name and version
         (5, 1, None, False),
     ]
     assert adapter_label(registered) == "bc-1@v2"

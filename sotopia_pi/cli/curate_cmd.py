@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..curation import (
+from ..dataset.curation import (
     FILTER_GRAMMAR,
     CurationError,
     Selection,
@@ -23,8 +23,8 @@ from ..curation import (
     set_decision,
     turn_edits,
 )
-from ..export import EPISODE_FORMATS, ExportError, ExportFormat, SelectionStats, token_counter, write_export
-from ..snapshots import create_snapshot, list_snapshots, load_snapshot
+from ..dataset.export import EPISODE_FORMATS, ExportError, ExportFormat, SelectionStats, token_counter, write_export
+from ..dataset.snapshots import create_snapshot, list_snapshots, load_snapshot
 from ..store import Store
 from .app import app, emit_json, fail
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import SotopiaError
 from ..episode import ChatMessage
-from ..export import SftExample
+from ..dataset.export import SftExample
 
 Layout = Literal["conversation", "turn"]
 

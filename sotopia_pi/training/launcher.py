@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import SotopiaError
 from .. import paths
-from ..export import snapshot_examples
-from ..snapshots import load_snapshot
+from ..dataset.export import snapshot_examples
+from ..dataset.snapshots import load_snapshot
 from ..store import Store
 from .config import TrainConfig
 from .examples import build_training_examples, split_by_episode, tokenize_examples

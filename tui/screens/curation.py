@@ -2,7 +2,7 @@
 
 A table of candidate sides (the engine's curation.preview), a bar of composable filters, the
 counts the selection would produce, keep/reject/tag keys, a turn editor and snapshots. All
-the deciding is done by sotopia_pi.curation and sotopia_pi.snapshots; this screen shows and asks.
+the deciding is done by sotopia_pi.dataset.curation and sotopia_pi.dataset.snapshots; this screen shows and asks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from sotopia_pi.curation import (
+from sotopia_pi.dataset.curation import (
     Candidate,
     CurationError,
     Filter,
@@ -38,8 +38,8 @@ from sotopia_pi.curation import (
     set_tags,
     split_model_name,
 )
-from sotopia_pi.export import SelectionStats
-from sotopia_pi.snapshots import check_name, create_snapshot, list_snapshots, snapshot_exists
+from sotopia_pi.dataset.export import SelectionStats
+from sotopia_pi.dataset.snapshots import check_name, create_snapshot, list_snapshots, snapshot_exists
 from sotopia_pi.store import NotFound, Store
 
 from ..errors import describe

@@ -15,8 +15,8 @@ from textual.widgets import Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from sotopia_pi import paths
-from sotopia_pi.export import EPISODE_FORMATS, ExportFormat, ExportReport, write_export
-from sotopia_pi.snapshots import SnapshotManifest, load_snapshot
+from sotopia_pi.dataset.export import EPISODE_FORMATS, ExportFormat, ExportReport, write_export
+from sotopia_pi.dataset.snapshots import SnapshotManifest, load_snapshot
 from sotopia_pi.store import Store
 
 from ..errors import describe

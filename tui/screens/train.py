@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
 from sotopia_pi.adapters import AdapterError, AdapterRecord, check_adapter_name
-from sotopia_pi.snapshots import SnapshotManifest, list_snapshots
+from sotopia_pi.dataset.snapshots import SnapshotManifest, list_snapshots
 from sotopia_pi.store import Store
 from sotopia_pi.training.config import TrainConfig
 from sotopia_pi.training.launcher import (

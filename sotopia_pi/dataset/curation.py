@@ -28,9 +28,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, model_validator
 
-from .backends.base import ModelNameError, format_model_name, parse_model_name
-from .errors import SotopiaError
-from .episode import ActionType, EpisodeStatus, utc_now
+from ..backends.base import ModelNameError, format_model_name, parse_model_name
+from ..errors import SotopiaError
+from ..episode import ActionType, EpisodeStatus, utc_now
 from .export import (
     Counts,
     SelectionStats,
@@ -40,7 +40,7 @@ from .export import (
     freeze_episode,
     selection_stats,
 )
-from .store import NotFound, Store, StoreError
+from ..store import NotFound, Store, StoreError
 
 SOTOPIA_DIMENSIONS = (
     "believability",

@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from .errors import SotopiaError
-from .episode import ActionType, AgentAction, ChatMessage, Episode, Evaluation, Turn
-from .judge import overall_score
-from .profiles import Character, Scenario
-from .prompts import CLOSING_PREFIX, turn_line
-from .store import NotFound, Store
-from .visibility import agent_view
+from ..errors import SotopiaError
+from ..episode import ActionType, AgentAction, ChatMessage, Episode, Evaluation, Turn
+from ..judge import overall_score
+from ..profiles import Character, Scenario
+from ..prompts import CLOSING_PREFIX, turn_line
+from ..store import NotFound, Store
+from ..visibility import agent_view
 
 if TYPE_CHECKING:
     from .snapshots import Snapshot

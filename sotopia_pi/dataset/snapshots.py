@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from . import __version__
+from .. import __version__
 from .curation import (
     CurationError,
     Decision,
@@ -27,7 +27,7 @@ from .curation import (
     load_candidates,
     select,
 )
-from .episode import utc_now
+from ..episode import utc_now
 from .export import (
     FrozenEpisode,
     SelectionStats,
@@ -36,7 +36,7 @@ from .export import (
     freeze_episode,
     selection_stats,
 )
-from .store import Store
+from ..store import Store
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
