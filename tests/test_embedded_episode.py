@@ -1,30 +1,25 @@
 """Whole episodes on the real embedded model (SmolLM2-135M in llama.cpp), through the CLI.
 
 These are the checks a user would make: a SOTOPIA-hard scenario plays to the end with per-turn
-timings and seven in-range terminal scores per agent, and a process killed with SIGKILL
-mid-episode loses no committed turn and resumes to the end.
+timings and seven in-range terminal scores per agent, and an episode killed mid-run (the kill is
+deterministic, see test_crash_resume.py) is played to the end by the real model.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from sotopia_pi.backends import preset_for
-
-from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.store import Store
+
+from .helpers import cli_process as cli
+from .test_crash_resume import killed_mid_episode
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-c", "from sotopia_pi.cli import main; main()"]
 HARD_SCENARIO = "01H7VFHN5WVC5HKKVBHZBA553R"  # game_winning, SOTOPIA-hard
 RANGES = {
     "believability": (0, 10),
@@ -35,13 +30,6 @@ RANGES = {
     "financial_and_material_benefits": (-5, 5),
     "goal": (0, 10),
 }
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, env=os.environ.copy())
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} exited {result.returncode}: {result.stderr[-2000:]}")
-    return result
 
 
 @pytest.fixture
@@ -79,36 +67,14 @@ def test_hard_scenario_runs_to_the_end_with_scores_in_range(imported: Path):
     assert "turn  0" in result.stderr  # progress went to stderr, stdout is pure JSON
 
 
-def test_sigkill_mid_episode_loses_nothing_and_resume_finishes(imported: Path):
-    process = subprocess.Popen(
-        [*CLI, "run", "--scenario", HARD_SCENARIO, "--max-turns", "8", "--no-live-eval", "--judge", ""],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    store = Store()
-    deadline = time.monotonic() + 300
-    committed: list = []
-    while time.monotonic() < deadline and process.poll() is None:
-        rows = store.episode_rows()
-        if rows and rows[0]["turn_count"] >= 2:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    process.wait(30)
-    rows = store.episode_rows()
-    assert rows, process.stderr.read()
-    episode_id = rows[0]["id"]
-    committed = store.turns(episode_id)
-    if store.episode(episode_id).status == EpisodeStatus.finished:
-        pytest.skip("the model ended the episode before it could be killed")
-    assert process.returncode == -signal.SIGKILL
-    assert len(committed) >= 2
-
-    result = cli("resume", episode_id, "--json")
+def test_real_models_resume_an_episode_killed_mid_run(store: Store, tmp_path: Path):
+    """Smoke test: the kill is made deterministic (test_crash_resume.py); here the embedded
+    model takes over both sides of the killed episode and plays it to the end."""
+    episode_id, committed = killed_mid_episode(store, tmp_path)
+    result = cli("resume", episode_id, "--agent1", "embedded", "--agent2", "embedded", "--json")
     document = json.loads(result.stdout)
     assert document["status"] == "finished"
     after = store.turns(episode_id)
     assert [t.model_dump() for t in after[: len(committed)]] == [t.model_dump() for t in committed]
     assert [t.index for t in after] == list(range(len(after)))
+    assert all(t.model == preset_for("embedded") for t in after[len(committed):])
