@@ -165,7 +165,7 @@ def _evaluation_problems(episode: ExpertEpisode, ranges: dict[str, tuple[int, in
 def load_corpus(directory: Path | str | None = None) -> list[CorpusEpisode]:
     """Read and check every corpus file against the library. Raises CorpusError listing every
     problem (file, episode, field); returns the episodes in file order when there are none."""
-    from . import load_library
+    from .loader import load_library
 
     root = Path(directory) if directory else corpus_dir()
     library = load_library()
@@ -230,7 +230,7 @@ def corpus_summary(episodes: list[CorpusEpisode]) -> dict:
 def brief(codename: str) -> str:
     """What a writer needs for one scenario: each side's own view for every pair, and the rubric."""
     from ..judge import load_dimension_set
-    from . import load_library
+    from .loader import load_library
     from ..visibility import HINT_TAGS, agent_view
 
     library = load_library()

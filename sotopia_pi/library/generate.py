@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,23 +23,15 @@ from pydantic import BaseModel, Field
 
 from ..errors import SotopiaError
 from ..backends import BackendError, Cancelled, ChatBackend
-from ..episode import ChatMessage, utc_now
+from ..episode import ChatMessage
 from ..model_text import read_json
-from . import (
-    CATEGORIES,
-    PAIRINGS_PER_SCENARIO,
-    FieldError,
-    Library,
-    RecordError,
-    choose_pairings,
-    ensure_library,
-    load_library,
-    scenario_from_dict,
-    validate_scenario,
-)
 from ..profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
 from ..store import Store
+from ..store.library import claim_seed, seed_use_for_scenario, seed_uses
 from ..visibility import HINT_TAG_MARKUP, HINT_TAGS
+from .install import choose_pairings, ensure_library
+from .loader import load_library
+from .records import CATEGORIES, PAIRINGS_PER_SCENARIO, FieldError, Library, RecordError, scenario_from_dict, validate_scenario
 
 GENERATED_SOURCE = "sotopia-pi generated"
 DEFAULT_TEMPERATURE = 0.5  # SOTOPIA-pi's setting
@@ -329,9 +320,7 @@ def find_duplicate(candidate: Scenario, existing: list[Scenario]) -> str | None:
 
 def used_seeds(store: Store) -> dict[str, dict]:
     """Every recorded seed use: seed -> {model, scenario_id, created_at}."""
-    with store.transaction() as conn:
-        rows = conn.execute("SELECT seed, model, scenario_id, created_at FROM seed_uses").fetchall()
-    return {row[0]: {"model": row[1], "scenario_id": row[2], "created_at": row[3]} for row in rows}
+    return {use.seed: use.model_dump(exclude={"seed"}) for use in seed_uses(store)}
 
 
 def unused_seeds(store: Store, library: Library) -> list[str]:
@@ -340,24 +329,8 @@ def unused_seeds(store: Store, library: Library) -> list[str]:
 
 
 def seed_for_scenario(store: Store, scenario_id: str) -> dict | None:
-    with store.transaction() as conn:
-        row = conn.execute(
-            "SELECT seed, model, created_at FROM seed_uses WHERE scenario_id=?", (scenario_id,)
-        ).fetchone()
-    return {"seed": row[0], "model": row[1], "created_at": row[2]} if row else None
-
-
-def _claim_seed(store: Store, seed: str, model: str, scenario_id: str) -> bool:
-    """Record a seed as used; False if it was used meanwhile (the primary key keeps it unique)."""
-    try:
-        with store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO seed_uses (seed, model, scenario_id, created_at) VALUES (?, ?, ?, ?)",
-                (seed, model, scenario_id, utc_now()),
-            )
-    except sqlite3.IntegrityError:
-        return False
-    return True
+    use = seed_use_for_scenario(store, scenario_id)
+    return use.model_dump(exclude={"scenario_id"}) if use else None
 
 
 # -- the loop --------------------------------------------------------------------------------
@@ -541,7 +514,7 @@ def save_proposal(store: Store, proposal: Proposal, edited: dict | None = None) 
     scenario, pairs = proposal.scenario, proposal.pairs
     if edited is not None:
         scenario, pairs = _checked_edit(store, proposal, edited)
-    if not _claim_seed(store, proposal.seed, proposal.model, scenario.id):
+    if not claim_seed(store, proposal.seed, proposal.model, scenario.id):
         raise SeedUsed(f"the seed was used meanwhile: {proposal.seed}")
     pairings = _store(store, scenario, pairs)
     return GeneratedScenario(
