@@ -169,6 +169,33 @@ def test_one_short_call_scores_both_sides_and_counts_the_tokens_read_afresh():
     assert terminal.prompt_tokens == 1800 and terminal.skipped_turns == []
 
 
+class FillingJudge(ScriptedJudge):
+    """A scripted judge that can also fill a template: each blank gets its last allowed string."""
+
+    def fill_choices(self, messages, template, *, cancel=None):
+        self.calls.append({"messages": list(messages), "template": list(template)})
+        text = "".join(part if isinstance(part, str) else part[-1] for part in template)
+        return Completion(text=text, prompt_tokens=700, cached_tokens=650, finish_reason="stop")
+
+
+def test_a_judge_that_can_fill_a_template_chooses_each_live_score_among_its_allowed_integers():
+    backend = FillingJudge()
+    judge = Judge(backend, DIMENSIONS)
+    evaluation = judge.evaluate_live("e", bike_scenario(), two_characters(), [spoken(0)])
+    (call,) = backend.calls
+    blanks = [part for part in call["template"] if not isinstance(part, str)]
+    allowed = [[str(value) for value in range(d.low, d.high + 1)] for d in DIMENSIONS.dimensions]
+    assert blanks == allowed * 2  # both sides, in the rubric's order, every allowed integer
+    assert call["messages"] == live_messages(bike_scenario(), two_characters(), [spoken(0)], DIMENSIONS)
+    assert evaluation.ok and (evaluation.prompt_tokens, evaluation.cached_tokens) == (700, 650)
+    assert [agent.scores["secret"].score for agent in evaluation.agents] == [0, 0]  # -10..0: last is 0
+    assert [agent.scores["goal"].score for agent in evaluation.agents] == [10, 10]
+
+    sampling = FillingJudge()  # a judge that samples (temperature > 0) generates under the schema
+    Judge(sampling, DIMENSIONS, temperature=0.7).evaluate_live("e", bike_scenario(), two_characters(), [spoken(0)])
+    assert sampling.calls[0]["schema"] == live_schema(DIMENSIONS)
+
+
 def test_a_live_answer_cut_off_or_a_failing_judge_is_a_failure():
     cut = ReplayBackend(['{"scores":[[1,2,3'], "cut")
     cut.complete = _with_finish(cut.complete, "length")

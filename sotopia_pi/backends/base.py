@@ -31,7 +31,7 @@ the base model) says so by implementing `AdapterSwapping`; its spec and name fol
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -101,6 +101,21 @@ class AdapterSwapping(Protocol):
         ...
 
     def set_adapter(self, adapter: str | Path | None) -> None: ...
+
+
+@runtime_checkable
+class ChoiceFilling(Protocol):
+    """A backend that can answer with a fixed template whose blanks it fills, each with the
+    likeliest of a few allowed strings (greedy), far cheaper than generating the same answer
+    under a grammar. Raises BackendError or Cancelled as `complete` does."""
+
+    def fill_choices(
+        self,
+        messages: list[ChatMessage],
+        template: Sequence[str | Sequence[str]],
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Completion: ...
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 # llama_native first: it sets llama.cpp's OpenMP wait policy, which must precede `import llama_cpp`.
@@ -19,10 +20,13 @@ from .llama_native import (  # isort: skip
     EvalMeter,
     LoraHandle,
     NativeError,
+    chat_prompt_tokens,
     clear_adapters,
     grammar_is_valid,
     lock_for,
+    logits_after,
     open_llama,
+    read_prompt,
 )
 from llama_cpp import Llama  # noqa: E402
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
@@ -172,6 +176,62 @@ class LlamaCppBackend:
                 finish_reason=finish_reason,
             )
 
+    def fill_choices(
+        self,
+        messages: list[ChatMessage],
+        template: Sequence[str | Sequence[str]],
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """Answer with `template`: its strings as they are, each of its lists replaced by the
+        allowed string the model finds likeliest, chosen token by token among the tokens that
+        can still lead to an allowed string (greedy; no sampler, grammar or penalty). A blank
+        costs one decode per token that is a real choice, so a fixed-shape answer such as a row
+        of integers costs far less than generating it under a grammar. The prompt reuses the KV
+        cache's prefix as `complete` does (both build the same prompt tokens)."""
+        chat = [_as_dict(message) for message in messages]
+        with self._lock:
+            self._check_open()
+            started = time.perf_counter()
+            try:
+                prompt = chat_prompt_tokens(self.llm, chat)
+                parts = [self._template_part(part) for part in template]
+                self._check_room(len(prompt) + sum(_longest(part) for part in parts))
+                filler = _BlankFiller(self.llm, prompt, cancel)
+                text = filler.fill(parts, self._end_token())
+            except (BackendError, Cancelled):
+                raise
+            except (ValueError, RuntimeError, NativeError) as error:
+                raise BackendError(f"{self.name}: llama.cpp failed: {error}") from error
+            return Completion(
+                text=text,
+                prompt_tokens=len(prompt),
+                cached_tokens=filler.cached_tokens,
+                completion_tokens=filler.answer_tokens,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                finish_reason="stop",
+            )
+
+    def _template_part(self, part: str | Sequence[str]) -> "list[int] | _Choices":
+        if isinstance(part, str):
+            return self._tokens(part)
+        if not part:
+            raise BackendError(f"{self.name}: a blank with no allowed string")
+        return _Choices({text: self._tokens(text) for text in part})
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _end_token(self) -> int:
+        return self.llm.token_eos()
+
+    def _check_room(self, tokens: int) -> None:
+        if tokens > self.llm.n_ctx():
+            raise BackendError(
+                f"{self.name}: the prompt and answer need {tokens} tokens, more than the "
+                f"context window of {self.llm.n_ctx()}"
+            )
+
     def _stream(self, chat: list[dict], grammar: LlamaGrammar | None, max_tokens: int, temperature: float):
         """llama-cpp-python's chunk stream, with its own failures turned into BackendError
         (errors raised by the caller's on_token are left alone)."""
@@ -304,6 +364,79 @@ class LlamaCppBackend:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _Choices:
+    """A blank's allowed strings as a tree of their tokens."""
+
+    def __init__(self, tokens_by_text: dict[str, list[int]]) -> None:
+        self.children: dict[int, _Choices] = {}
+        self.text: str | None = None  # set where an allowed string ends
+        for text, tokens in tokens_by_text.items():
+            node = self
+            for token in tokens:
+                node = node.children.setdefault(token, _Choices({}))
+            node.text = text
+
+    def longest(self) -> int:
+        return max((1 + child.longest() for child in self.children.values()), default=0)
+
+
+def _longest(part: "list[int] | _Choices") -> int:
+    return part.longest() if isinstance(part, _Choices) else len(part)
+
+
+class _BlankFiller:
+    """One `fill_choices` answer: tokens wait in `pending` until a choice needs the logits
+    after them, and are then read in one decode (the prompt's first, behind its cached prefix)."""
+
+    def __init__(self, llm: Llama, prompt: list[int], cancel: threading.Event | None) -> None:
+        self.llm = llm
+        self.cancel = cancel
+        self.pending = list(prompt)
+        self.prompt_read = False
+        self.cached_tokens = 0
+        self.answer_tokens = 0
+
+    def fill(self, parts: "list[list[int] | _Choices]", end_token: int) -> str:
+        texts = []
+        for position, part in enumerate(parts):
+            if isinstance(part, _Choices):
+                after = parts[position + 1] if position + 1 < len(parts) else None
+                # An allowed string that is the start of another ("1" and "10") ends where the
+                # model prefers the text that follows (or the end of its answer) to going on.
+                ending = after[0] if isinstance(after, list) and after else end_token
+                texts.append(self._choose(part, ending))
+            else:
+                self.pending += part
+                self.answer_tokens += len(part)
+                texts.append(self.llm.detokenize(part).decode("utf-8", errors="replace"))
+        return "".join(texts)
+
+    def _choose(self, node: _Choices, ending: int) -> str:
+        while True:
+            options = list(node.children)
+            if node.text is not None:
+                if not options:
+                    return node.text
+                options.append(ending)
+            token = options[0] if len(options) == 1 else self._likeliest(options)
+            if token not in node.children:
+                return node.text  # type: ignore[return-value]  # the ending won
+            self.pending.append(token)
+            self.answer_tokens += 1
+            node = node.children[token]
+
+    def _likeliest(self, options: list[int]) -> int:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"cancelled after {self.answer_tokens} tokens")
+        if self.prompt_read:
+            logits = logits_after(self.llm, self.pending)
+        else:
+            self.cached_tokens, logits = read_prompt(self.llm, self.pending)
+            self.prompt_read = True
+        self.pending = []
+        return max(options, key=lambda token: logits[token])
 
 
 def _as_dict(message: ChatMessage | dict) -> dict:

@@ -4,6 +4,9 @@
 - `LoraHandle`: runtime LoRA adapters through llama.cpp's low-level calls on a running Llama.
 - `grammar_is_valid`: asks llama.cpp itself whether a GBNF grammar parses.
 - `EvalMeter`: counts, exactly, how many prompt tokens one call took from the KV cache.
+- `chat_prompt_tokens`, `read_prompt`, `logits_after`: a chat prompt's tokens exactly as
+  `create_chat_completion` makes them, read into the KV cache behind its cached prefix, and the
+  next token's logits, for decoding without llama-cpp-python's sampler (`LlamaCppBackend.fill`).
 
 Why AMX: llama.cpp built with GGML_NATIVE on a CPU that reports AMX puts quantized weights in an
 AMX "extra buffer"; under some hypervisors the first multi-token decode then dies with a general
@@ -34,7 +37,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import llama_cpp  # noqa: E402 - after the OpenMP policy above
 import llama_cpp._logger as llama_logger  # noqa: E402
-from llama_cpp import Llama  # noqa: E402
+import numpy as np  # noqa: E402
+from llama_cpp import Llama, llama_chat_format  # noqa: E402
 
 from ..errors import SotopiaError  # noqa: E402
 
@@ -221,3 +225,59 @@ class EvalMeter:
             yield self
         finally:
             del self.llm.eval
+
+
+class _PromptTaken(Exception):
+    def __init__(self, tokens: list[int]) -> None:
+        super().__init__("prompt taken")
+        self.tokens = tokens
+
+
+class _PromptTaker:
+    """Stands in for a Llama in llama-cpp-python's chat handler: the handler formats and
+    tokenizes the messages as `create_chat_completion` would, then hands its prompt tokens
+    here instead of generating."""
+
+    def __init__(self, llm: Llama) -> None:
+        self._llm = llm
+
+    def __getattr__(self, name: str):
+        return getattr(self._llm, name)
+
+    def create_completion(self, prompt, **_options):
+        raise _PromptTaken(list(prompt))
+
+
+def chat_prompt_tokens(llm: Llama, chat: list[dict]) -> list[int]:
+    """The prompt tokens `llm.create_chat_completion(chat)` would read (same chat template, same
+    tokenization), so that both ways of calling the model share one KV cache prefix."""
+    handler = (
+        llm.chat_handler
+        or llm._chat_handlers.get(llm.chat_format)
+        or llama_chat_format.get_chat_completion_handler(llm.chat_format)
+    )
+    try:
+        handler(llama=_PromptTaker(llm), messages=chat)
+    except _PromptTaken as taken:
+        return taken.tokens
+    raise NativeError(f"the chat format {llm.chat_format!r} made no prompt")
+
+
+def read_prompt(llm: Llama, tokens: list[int]) -> tuple[int, np.ndarray]:
+    """Read `tokens` into the KV cache, keeping the longest prefix it already holds (as
+    `Llama.generate` does; at least the last token is read again, for its logits). Returns the
+    number of tokens taken from the cache and the logits of the token that follows."""
+    held = llm.input_ids[: llm.n_tokens]
+    length = min(len(held), len(tokens) - 1)
+    differ = np.flatnonzero(held[:length] != np.asarray(tokens[:length], dtype=held.dtype))
+    cached = int(differ[0]) if differ.size else length
+    llm.n_tokens = cached  # Llama.eval drops the cache's cells from n_tokens on
+    return cached, logits_after(llm, tokens[cached:])
+
+
+def logits_after(llm: Llama, tokens: list[int]) -> np.ndarray:
+    """Read `tokens` after what the KV cache holds; the logits of the token that follows (a view
+    into llama.cpp's buffer, valid until the next decode)."""
+    llm.eval(tokens)
+    pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))

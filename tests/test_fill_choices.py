@@ -1,0 +1,125 @@
+"""LlamaCppBackend.fill_choices on the real embedded GGUF: a template whose blanks are filled with
+the likeliest allowed strings, the live judge's cheap alternative to generating under a grammar."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from sotopia_pi.backends import BackendError, Cancelled, create_backend
+from sotopia_pi.backends.base import ChoiceFilling
+from sotopia_pi.backends.llama_cpp_backend import LlamaCppBackend
+from sotopia_pi.episode import ChatMessage
+from sotopia_pi.judge import live_template, load_dimension_set, parse_live_scores
+
+ADAPTER = Path(__file__).resolve().parents[1] / "models" / "adapters" / "embedded-bc.gguf"
+QUESTIONS = [
+    "On a scale from 0 to 10, how much does a person who shouts at a waiter respect social rules?",
+    "Rate from -5 to 5 how much a friendship improved after a kind gift. Answer with one number.",
+    "Give an integer from -10 to 0: how much did revealing a friend's secret cost?",
+    "Tomas sold the bike for 1,250 after asking 1,400. Score his goal from 0 to 10.",
+]
+RANGES = [range(0, 11), range(-5, 6), range(-10, 1), range(0, 11)]
+
+
+def ask(question: str, extra: str = "") -> list[ChatMessage]:
+    return [
+        ChatMessage(role="system", content="You are a strict judge. You answer with numbers only."),
+        ChatMessage(role="user", content=question + extra),
+    ]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    # repeat_penalty 1.0: generation then picks by the raw logits, as fill_choices does
+    with create_backend("embedded-base", n_ctx=1024, seed=3, repeat_penalty=1.0) as opened:
+        yield opened
+
+
+def grammar_answer(backend: LlamaCppBackend, question: str, allowed: range) -> str:
+    backend.reset_cache()
+    schema = {"type": "integer", "enum": list(allowed)}
+    return backend.complete(ask(question), schema=schema, max_tokens=8, temperature=0.0).text
+
+
+def filled_answer(backend: LlamaCppBackend, question: str, allowed: range) -> str:
+    backend.reset_cache()
+    return backend.fill_choices(ask(question), [[str(value) for value in allowed]]).text
+
+
+def test_a_filled_blank_is_what_greedy_generation_under_the_same_grammar_answers(backend: LlamaCppBackend):
+    assert isinstance(backend, ChoiceFilling)
+    answers = []
+    for question, allowed in zip(QUESTIONS, RANGES):
+        filled = filled_answer(backend, question, allowed)
+        assert filled == grammar_answer(backend, question, allowed), question
+        answers.append(filled)
+    assert len(set(answers)) > 1, answers  # the questions tell the answers apart
+
+
+def test_the_live_template_fills_into_scores_that_parse(backend: LlamaCppBackend):
+    dimensions = load_dimension_set("sotopia")
+    backend.reset_cache()
+    completion = backend.fill_choices(ask("Score Ana and Ben so far."), live_template(dimensions))
+    sides = parse_live_scores(completion.text, dimensions)
+    assert all(side.ok for side in sides), completion.text
+    assert completion.text.startswith('{"scores":[[') and completion.text.endswith("]]}")
+    assert completion.completion_tokens >= 2 * len(dimensions.dimensions) + 4
+    assert completion.finish_reason == "stop"
+
+
+def test_a_longer_prompt_reads_only_its_new_tokens_and_answers_as_from_an_empty_cache(backend: LlamaCppBackend):
+    blank = [[str(value) for value in range(11)]]
+    backend.reset_cache()
+    first = backend.fill_choices(ask(QUESTIONS[0]), blank)
+    assert first.cached_tokens == 0
+    longer = ask(QUESTIONS[0], " The waiter had spilled soup on him, and he apologised afterwards.")
+    warm = backend.fill_choices(longer, blank)
+    assert warm.prompt_tokens > first.prompt_tokens
+    # everything up to where the user's message changed came from the cache
+    assert first.prompt_tokens - 10 < warm.cached_tokens < first.prompt_tokens
+    backend.reset_cache()
+    cold = backend.fill_choices(longer, blank)
+    assert cold.cached_tokens == 0 and cold.text == warm.text
+
+
+def test_generation_after_a_fill_reuses_the_cache_and_answers_as_from_an_empty_cache(backend: LlamaCppBackend):
+    backend.reset_cache()
+    filled = backend.fill_choices(ask(QUESTIONS[1]), [[str(value) for value in RANGES[1]]])
+    longer = ask(QUESTIONS[1], " Explain in one sentence.")
+    warm = backend.complete(longer, max_tokens=12, temperature=0.0)
+    assert warm.cached_tokens > filled.prompt_tokens - 10
+    backend.reset_cache()
+    cold = backend.complete(longer, max_tokens=12, temperature=0.0)
+    assert cold.cached_tokens == 0 and cold.text == warm.text
+
+
+def test_fixed_text_is_kept_and_a_single_allowed_string_needs_no_choice(backend: LlamaCppBackend):
+    completion = backend.fill_choices(ask(QUESTIONS[0]), ["score=", ["7"], "; sure=", ["yes", "no"], "."])
+    assert completion.text in {"score=7; sure=yes.", "score=7; sure=no."}
+
+
+def test_a_cancelled_fill_raises_and_the_backend_still_answers(backend: LlamaCppBackend):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        backend.fill_choices(ask(QUESTIONS[2]), [[str(value) for value in RANGES[2]]], cancel=cancel)
+    assert backend.fill_choices(ask(QUESTIONS[2]), [[str(value) for value in RANGES[2]]]).text.lstrip("-").isdigit()
+
+
+def test_bad_templates_and_prompts_are_backend_errors(backend: LlamaCppBackend):
+    with pytest.raises(BackendError, match="no allowed string"):
+        backend.fill_choices(ask(QUESTIONS[0]), ["x", []])
+    with pytest.raises(BackendError, match="context window"):
+        backend.fill_choices(ask("word " * 1500), [["1", "2"]])
+
+
+def test_fill_runs_with_a_lora_adapter_active():
+    if not ADAPTER.is_file():
+        pytest.skip(f"no adapter at {ADAPTER}")
+    with create_backend(f"embedded-base+adapter={ADAPTER}", n_ctx=1024, seed=3, repeat_penalty=1.0) as adapted:
+        assert adapted.adapter == ADAPTER
+        for question, allowed in zip(QUESTIONS[:2], RANGES[:2]):
+            assert filled_answer(adapted, question, allowed) == grammar_answer(adapted, question, allowed)
