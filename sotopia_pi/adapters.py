@@ -103,7 +103,7 @@ def file_digest(path: Path) -> str:
 
 def base_gguf_path(base_model: str) -> Path | None:
     """The GGUF file a base model name runs from in llama.cpp, or None (a plain `hf:DIR`)."""
-    from .backends import parse_model_name
+    from .backends.base import parse_model_name
 
     spec = parse_model_name(base_model)
     if spec.kind == "hf":
@@ -121,7 +121,7 @@ def base_model_digest(base_model: str) -> str:
     gguf = base_gguf_path(base_model)
     if gguf is not None:
         return file_digest(gguf)
-    from .backends import parse_model_name
+    from .backends.base import parse_model_name
 
     directory = Path(parse_model_name(base_model).target).expanduser()
     combined = hashlib.sha256()

@@ -4,15 +4,34 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import paths
 from .profiles import new_id
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def adapter_identity(adapter: str | Path | None) -> str:
+    """What a turn records as the adapter that played it: `NAME@vN` for a registered adapter's
+    files (<home>/adapters/NAME/vN/...), NAME for one shipped in models/adapters, any other
+    path or name as given, and "" for none (the base model)."""
+    if not adapter:
+        return ""
+    path = Path(adapter)
+    parts = path.parts
+    for position in range(len(parts) - 2):
+        name, version = parts[position + 1], parts[position + 2]
+        if parts[position] == "adapters" and version[:1] == "v" and version[1:].isdigit():
+            return f"{name}@{version}"
+    if path.parent == paths.REPO_ROOT / "models" / "adapters":
+        return path.stem if path.suffix == ".gguf" else path.name
+    return str(adapter)
 
 
 class ActionType(StrEnum):
@@ -104,8 +123,6 @@ class Turn(BaseModel):
     def _adapter_of_older_records(cls, data):
         """Turns stored before `adapter` existed name their adapter in `model` only."""
         if isinstance(data, dict) and "adapter" not in data and "+adapter=" in str(data.get("model", "")):
-            from .backends import adapter_identity
-
             data = {**data, "adapter": adapter_identity(str(data["model"]).partition("+adapter=")[2])}
         return data
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..episode import adapter_identity
 from .base import (
     AdapterSwapping,
     BackendError,
@@ -84,25 +85,6 @@ def preset_for(name: str, role: str = "agent") -> str:
     """`preset_spec` for a model name; other names are returned exactly as given."""
     spec = as_spec(name)
     return name if spec.kind != "embedded" else preset_spec(spec, role).name
-
-
-def adapter_identity(adapter: str | Path | None) -> str:
-    """What a turn records as the adapter that played it: `NAME@vN` for a registered adapter's
-    files (<home>/adapters/NAME/vN/...), NAME for one shipped in models/adapters, any other
-    path or name as given, and "" for none (the base model)."""
-    if not adapter:
-        return ""
-    from .. import paths
-
-    path = Path(adapter)
-    parts = path.parts
-    for position in range(len(parts) - 2):
-        name, version = parts[position + 1], parts[position + 2]
-        if parts[position] == "adapters" and version[:1] == "v" and version[1:].isdigit():
-            return f"{name}@{version}"
-    if path.parent == paths.REPO_ROOT / "models" / "adapters":
-        return path.stem if path.suffix == ".gguf" else path.name
-    return str(adapter)
 
 
 def resolve_adapter(spec: ModelSpec) -> ModelSpec:
