@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 from rich.console import Console
 from rich.text import Text
@@ -22,6 +19,7 @@ from tui.screens.turn_editor import EDIT_MARK, TurnEditorScreen
 from tui.widgets.filter_bar import ActiveFilters
 
 from .curation_helpers import DEFAULT_ACTIONS, add_episode, examples_per_side, seed_profiles
+from .helpers import wait_until
 
 SIZE = (120, 40)
 
@@ -38,14 +36,6 @@ def plain(renderable) -> str:
 
 def static_text(screen, selector: str) -> str:
     return plain(screen.query_one(selector, Static).content)
-
-
-async def wait_until(pilot, predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
 
 
 @pytest.fixture
@@ -73,7 +63,7 @@ async def open_curation(pilot) -> CurationScreen:
 
 
 async def settled(pilot, screen: CurationScreen) -> None:
-    await wait_until(pilot, lambda: not screen.loading and not screen.counting, "loading and counting")
+    await wait_until(pilot, lambda: not screen.loading and not screen.counting, what="loading and counting")
     await pilot.pause()
 
 
@@ -240,7 +230,7 @@ async def test_tagging_an_episode_and_filtering_by_the_tag(store: Store, episode
         await pilot.press("t")
         assert isinstance(pilot.app.screen, PromptScreen)
         await pilot.press(*"gold, polite", "enter")
-        await wait_until(pilot, lambda: pilot.app.screen is screen, "the tag dialog to close")
+        await wait_until(pilot, lambda: pilot.app.screen is screen, what="the tag dialog to close")
         assert curation.curator_tags(store) == {swap.id: ["gold", "polite"]}
         assert cell(screen, f"{swap.id}:0", "tags") == "gold, polite"
 
@@ -248,7 +238,7 @@ async def test_tagging_an_episode_and_filtering_by_the_tag(store: Store, episode
         dialog = pilot.app.screen
         assert dialog.query_one("#prompt-tags", Input).value == "gold, polite"
         await pilot.press(*["backspace"] * len(", polite"), *", reviewed", "enter")
-        await wait_until(pilot, lambda: pilot.app.screen is screen, "the tag dialog to close")
+        await wait_until(pilot, lambda: pilot.app.screen is screen, what="the tag dialog to close")
         assert curation.curator_tags(store) == {swap.id: ["gold", "reviewed"]}
         await pilot.press("t", "escape")  # cancelled: nothing changes
         assert curation.curator_tags(store) == {swap.id: ["gold", "reviewed"]}
@@ -287,7 +277,7 @@ async def test_a_turn_edit_is_stored_marked_and_undone_with_the_original_kept(st
         assert "Edited" in static_text(editor_screen, "#edit-status")
 
         await pilot.press("escape")
-        await wait_until(pilot, lambda: pilot.app.screen is screen, "the curation screen")
+        await wait_until(pilot, lambda: pilot.app.screen is screen, what="the curation screen")
         await settled(pilot, screen)
         assert screen.stats.total.tokens > tokens_before  # the longer text counts
 
@@ -304,7 +294,7 @@ async def test_a_turn_edit_is_stored_marked_and_undone_with_the_original_kept(st
         await pilot.pause()
         assert editor_screen.query_one(TextArea).disabled
         await pilot.press("escape")
-        await wait_until(pilot, lambda: pilot.app.screen is screen, "the curation screen")
+        await wait_until(pilot, lambda: pilot.app.screen is screen, what="the curation screen")
         await settled(pilot, screen)
         assert screen.stats.total.tokens == tokens_before
 
@@ -321,7 +311,7 @@ async def test_a_snapshot_is_made_from_the_selection_and_its_name_cannot_be_reus
         await pilot.press(*"bad name!", "enter")
         assert "must be 1-64 letters" in static_text(pilot.app.screen, "#prompt-error")
         await pilot.press(*["backspace"] * 9, *"round-1", "tab", *"best side per scenario", "enter")
-        await wait_until(pilot, lambda: len(list_snapshots(store)) == 1, "the snapshot")
+        await wait_until(pilot, lambda: len(list_snapshots(store)) == 1, what="the snapshot")
         [manifest] = list_snapshots(store)
         assert manifest.name == "round-1" and manifest.description == "best side per scenario"
         assert [(s.episode_id, s.side) for s in manifest.sides] == selected

@@ -3,9 +3,7 @@ until the test lets it go, and a poll-until for Pilot."""
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,11 +12,11 @@ from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.config import Settings
 from sotopia_pi.episode import ChatMessage
 
+from .helpers import replay_model, wait_until  # noqa: F401 - the TUI tests import wait_until from here
+
 
 def replay_file(directory: Path, name: str, outputs: Sequence[str]) -> str:
-    path = directory / f"{name}.json"
-    path.write_text(json.dumps(list(outputs)), encoding="utf-8")
-    return f"replay:{path}"
+    return replay_model(directory / f"{name}.json", list(outputs))
 
 
 def replay_settings(directory: Path, side1: Sequence[str], side2: Sequence[str], judge: Sequence[str], **fields) -> Settings:
@@ -68,14 +66,6 @@ def factory_with(held: dict[str, HeldBackend]) -> Callable:
         return create_backend(name, **options)
 
     return build
-
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await pilot.pause(0.02)
 
 
 def demo_episodes(store) -> list[str]:
