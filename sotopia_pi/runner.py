@@ -47,12 +47,11 @@ from .episode import (
     Turn,
     action_json_schema,
 )
-from . import leases
 from .judge import Judge, LiveEvaluator, load_dimension_set
 from .model_text import clean_text
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn, parse_action, partial_argument
-from .store import Store
+from .store import Store, leases
 from .visibility import HINT_TAGS, agent_view
 
 DEFAULT_MAX_TURNS = 20

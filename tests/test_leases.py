@@ -12,13 +12,12 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from sotopia_pi import leases
 from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.cli import app
 from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.episode_list import EpisodeFilter, list_episodes
 from sotopia_pi.runner import EpisodeRunner, EpisodeSetup, new_episode
-from sotopia_pi.store import Store
+from sotopia_pi.store import Store, leases
 
 from .factories import action, judge_answer, seed_store
 

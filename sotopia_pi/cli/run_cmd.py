@@ -14,10 +14,10 @@ from ..backends import BackendError, ChatBackend, ModelNameError, parse_model_na
 from ..backends.human import HumanBackend
 from ..episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Episode, EpisodeStatus, Turn
 from ..judge import DimensionSetError
-from ..leases import EpisodeBusy, pause_interrupted
 from ..profiles import valid_pairs
 from ..runner import EpisodeError, EpisodeRunner, EpisodeSetup, RunnerEvents, new_episode
 from ..store import NotFound, Store
+from ..store.leases import EpisodeBusy, pause_interrupted
 from .app import app, emit_json, fail, open_store, progress, user_settings
 
 episodes_app = typer.Typer(help="Stored episodes.", no_args_is_help=True)

@@ -189,7 +189,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, version)
     );
     """,
-    # 5: episode leases (leases.py): which runner plays an episode, with its heartbeat.
+    # 5: episode leases (store/leases.py): which runner plays an episode, with its heartbeat.
     """
     CREATE TABLE IF NOT EXISTS episode_leases (
         episode_id TEXT PRIMARY KEY REFERENCES episodes(id) ON DELETE CASCADE,
@@ -283,7 +283,7 @@ class Store:
 
     def reclaim_interrupted(self) -> list[str]:
         """Episodes left `running` by a process that is gone become paused and resumable."""
-        from ..leases import reclaim_interrupted
+        from .leases import reclaim_interrupted
 
         return reclaim_interrupted(self)
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .episode import EpisodeStatus
-from .store import NotFound, Store, StoreError
+from ..episode import EpisodeStatus
+from . import NotFound, Store, StoreError
 
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 30.0
