@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from ..errors import SotopiaError
 from .. import paths
 from ..episode import Episode, EpisodeStatus, Evaluation, Turn, utc_now
 from ..model_text import clean_text
 from ..redaction import redact
 from ..profiles import Character, Pairing, Relationship, Scenario
+from .errors import NotFound, StoreError
 
 MIGRATIONS: list[str] = [
     # 1: profiles, episodes, turns, evaluations
@@ -206,14 +206,6 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 R = TypeVar("R", bound=BaseModel)
-
-
-class StoreError(SotopiaError, RuntimeError):
-    pass
-
-
-class NotFound(StoreError):
-    pass
 
 
 def describe_database_error(path: Path, error: sqlite3.Error) -> str:

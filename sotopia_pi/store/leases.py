@@ -21,9 +21,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from ..episode import EpisodeStatus
-from . import NotFound, Store, StoreError
+from .errors import NotFound, StoreError
+
+if TYPE_CHECKING:  # a Store calls reclaim_interrupted: importing it here would close a cycle
+    from . import Store
 
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 30.0
