@@ -102,7 +102,8 @@ def episode_figures(store, scenarios: list[str], model: str, per_scenario: int, 
 
 
 def heldout_expert_examples(store):
-    from sotopia_pi.dataset.export import build_examples, freeze_episode
+    from sotopia_pi.dataset.examples import build_examples
+    from sotopia_pi.dataset.frozen import freeze_episode
 
     ids = [e.id for e in store.episodes() if "split:heldout" in e.tags and "quality:expert" in e.tags]
     frozen = [freeze_episode(store, i) for i in ids]

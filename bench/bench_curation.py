@@ -15,7 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sotopia_pi.dataset.curation import BestSide, load_candidates, select, selection_statistics
+from sotopia_pi.dataset.candidates import load_candidates
+from sotopia_pi.dataset.filters import BestSide
+from sotopia_pi.dataset.selection import select, selection_statistics
 from sotopia_pi.episode import (
     ActionType,
     AgentAction,

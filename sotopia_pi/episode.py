@@ -153,6 +153,11 @@ class DimensionScore(BaseModel):
     reasoning: str = ""
 
 
+def overall_score(scores: dict[str, DimensionScore]) -> float:
+    """SOTOPIA's overall: the unweighted mean of the dimension scores."""
+    return sum(s.score for s in scores.values()) / len(scores)
+
+
 class AgentEvaluation(BaseModel):
     """One agent's scores, or the reason the judge could not produce them."""
 

@@ -33,7 +33,7 @@ from .errors import SotopiaError
 from . import paths
 from .backends import BackendError, Cancelled, ChatBackend, Completion
 from .backends.base import ChoiceFilling
-from .episode import AgentEvaluation, ChatMessage, DimensionScore, Evaluation, Turn
+from .episode import AgentEvaluation, ChatMessage, DimensionScore, Evaluation, Turn, overall_score
 from .profiles import Character, Scenario
 from .model_text import clean_text, read_json_object
 from .prompts import history_lines, load_json_object
@@ -102,11 +102,6 @@ def load_dimension_set(name_or_path: str = "sotopia") -> DimensionSet:
                 raise DimensionSetError(f"{file}: cannot read: {type(error).__name__}: {str(error)[:160]}") from None
     known = sorted({f.stem for d in dimension_set_dirs() if d.is_dir() for f in d.glob("*.toml")})
     raise DimensionSetError(f"no dimension set {name_or_path!r}; known: {', '.join(known)}")
-
-
-def overall_score(scores: dict[str, DimensionScore]) -> float:
-    """SOTOPIA's overall: the unweighted mean of the dimension scores."""
-    return sum(s.score for s in scores.values()) / len(scores)
 
 
 def evaluation_schema(dimensions: DimensionSet) -> dict:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sotopia_pi.dataset import curation
-from sotopia_pi.dataset.curation import (
+from sotopia_pi.dataset import annotations, candidates, frozen, selection
+from sotopia_pi.dataset.candidates import Candidate, load_candidates
+from sotopia_pi.dataset.errors import CurationError
+from sotopia_pi.dataset.filters import (
     AdapterIs,
     BestSide,
-    Candidate,
-    CurationError,
     Cutoff,
     DateRange,
     HumanPlayed,
@@ -17,13 +17,12 @@ from sotopia_pi.dataset.curation import (
     ModelIs,
     TagIs,
     TopFraction,
-    load_candidates,
     parse_filter,
-    select,
     top_fraction,
 )
+from sotopia_pi.dataset.selection import select
 from sotopia_pi.episode import EpisodeStatus
-from sotopia_pi.dataset.export import estimate_tokens
+from sotopia_pi.dataset.examples import estimate_tokens
 from sotopia_pi.store import Store
 
 from .curation_helpers import DEFAULT_ACTIONS, add_episode, examples_per_side, seed_profiles
@@ -158,6 +157,50 @@ def test_top_fraction_is_per_scenario_and_skips_failed_judges(seeded: Store):
 # -- metadata filters ---------------------------------------------------------------------
 
 
+def _swap_side_from(store: Store, episode_id: str, side: int, first_index: int, model: str, adapter: str) -> None:
+    """Rewrite a side's turns from `first_index` on as if its adapter had been swapped there."""
+    for turn in store.turns(episode_id):
+        if turn.agent == side and turn.index >= first_index:
+            store.update_turn(turn.model_copy(update={"model": model, "adapter": adapter}))
+
+
+def test_a_side_is_found_by_every_adapter_its_turns_ran_not_by_the_episode_model(seeded: Store):
+    swapped = add_episode(seeded, (6, 6), models=("embedded+adapter=round1", "embedded"))
+    _swap_side_from(seeded, swapped.id, 0, 4, "embedded+adapter=/runs/adapters/round2/v1/adapter.gguf", "round2@v1")
+    [side0, side1] = candidates.episode_candidates(seeded, swapped.id)
+    assert [(p.model, p.adapter) for p in side0.players] == [
+        ("embedded+adapter=round1", "round1"),
+        ("embedded+adapter=/runs/adapters/round2/v1/adapter.gguf", "round2@v1"),
+    ]
+    assert (side0.base_model, side0.adapter) == ("embedded", "round2@v1")  # the last turn's, not the episode's
+    assert (side1.adapter, [p.adapter for p in side1.players]) == (None, [""])
+    assert kept([AdapterIs(adapter="round1")], seeded) == {(swapped.id, 0)}
+    assert kept([AdapterIs(adapter="round2@v1")], seeded) == {(swapped.id, 0)}
+    assert kept([AdapterIs(adapter=None)], seeded) == {(swapped.id, 1)}
+    assert kept([ModelIs(model="embedded")], seeded) == {(swapped.id, 0), (swapped.id, 1)}
+
+
+def test_a_side_swapped_before_its_first_turn_is_filed_under_the_adapter_that_played(seeded: Store):
+    episode = add_episode(seeded, (6, 6), models=("embedded", "embedded"))
+    _swap_side_from(seeded, episode.id, 1, 0, "embedded+adapter=late", "late")
+    assert kept([AdapterIs(adapter="late")], seeded) == {(episode.id, 1)}
+    assert kept([AdapterIs(adapter=None)], seeded) == {(episode.id, 0)}
+
+
+def test_turns_stored_before_turns_named_their_adapter_take_it_from_the_model_name(seeded: Store):
+    old = add_episode(seeded, (6, 6), models=("embedded+adapter=/ad/legacy", "embedded"))
+    with seeded.transaction() as conn:  # as a store written before Turn.adapter existed holds them
+        conn.execute("UPDATE turns SET data=json_remove(data, '$.adapter') WHERE episode_id=?", (old.id,))
+    assert kept([AdapterIs(adapter="legacy")], seeded) == {(old.id, 0)}
+    assert kept([AdapterIs(adapter=None)], seeded) == {(old.id, 1)}
+
+
+def test_a_side_a_person_played_throughout_keeps_the_model_it_was_set_to(seeded: Store):
+    episode = add_episode(seeded, (6, 6), models=("embedded", "embedded+adapter=set"), human_side=1)
+    side1 = candidates.episode_candidates(seeded, episode.id)[1]
+    assert (side1.by_human, side1.model, side1.adapter) == (True, "embedded+adapter=set", None)
+    assert kept([AdapterIs(adapter=None)], seeded) == {(episode.id, 0), (episode.id, 1)}
+
 def test_model_adapter_tag_date_and_human_filters(seeded: Store):
     base = add_episode(seeded, (5, 5), models=("embedded", "gguf:/m/q.gguf"), tags=("batch-a",), minutes=0)
     tuned = add_episode(
@@ -236,8 +279,8 @@ def test_rejecting_the_best_lets_the_next_best_in_and_keep_adds_back(seeded: Sto
     best = add_episode(seeded, (9, 9), minutes=0)
     second = add_episode(seeded, (8, 8), minutes=1)
     weak = add_episode(seeded, (1, 1), minutes=2)
-    curation.set_decision(seeded, best.id, "reject", side=0)
-    curation.set_decision(seeded, weak.id, "keep", side=1)
+    annotations.set_decision(seeded, best.id, "reject", side=0)
+    annotations.set_decision(seeded, weak.id, "keep", side=1)
     assert kept([BestSide()], seeded) == {(second.id, 0), (best.id, 1), (weak.id, 1)}
     selection = select(load_candidates(seeded), [BestSide()])
     assert (selection.rejected, selection.added_by_keep) == (1, 1)
@@ -246,23 +289,23 @@ def test_rejecting_the_best_lets_the_next_best_in_and_keep_adds_back(seeded: Sto
 
 def test_a_side_decision_overrides_the_episode_decision(seeded: Store):
     episode = add_episode(seeded, (9, 9))
-    curation.set_decision(seeded, episode.id, "reject")
-    curation.set_decision(seeded, episode.id, "keep", side=1)
+    annotations.set_decision(seeded, episode.id, "reject")
+    annotations.set_decision(seeded, episode.id, "keep", side=1)
     assert kept([], seeded) == {(episode.id, 1)}
-    assert curation.clear_decision(seeded, episode.id, side=1)
+    assert annotations.clear_decision(seeded, episode.id, side=1)
     assert kept([], seeded) == set()
-    assert not curation.clear_decision(seeded, episode.id, side=1)
+    assert not annotations.clear_decision(seeded, episode.id, side=1)
 
 
 def test_decisions_tags_and_edits_survive_reopening_the_store(seeded: Store):
     episode = add_episode(seeded, (4, 4), tags=("runner-tag",))
-    curation.set_decision(seeded, episode.id[:12], "reject", side=0, note="rude")
-    curation.add_tags(seeded, episode.id, ["gold", "round-2"])
-    curation.edit_turn(seeded, episode.id, 1, "Two hundred and eighty, final offer.")
+    annotations.set_decision(seeded, episode.id[:12], "reject", side=0, note="rude")
+    annotations.add_tags(seeded, episode.id, ["gold", "round-2"])
+    annotations.edit_turn(seeded, episode.id, 1, "Two hundred and eighty, final offer.")
     path = seeded.path
     seeded.close()
     with Store(path) as reopened:
-        [decision] = curation.decisions(reopened)
+        [decision] = annotations.decisions(reopened)
         assert (decision.episode_id, decision.side, decision.decision, decision.note) == (episode.id, 0, "reject", "rude")
         candidates = {c.key: c for c in load_candidates(reopened)}
         assert candidates[(episode.id, 0)].decision == "reject"
@@ -271,40 +314,40 @@ def test_decisions_tags_and_edits_survive_reopening_the_store(seeded: Store):
         turn = reopened.turns(episode.id)[1]
         assert turn.argument == DEFAULT_ACTIONS[1][1]  # the original is kept
         assert turn.edited_argument == "Two hundred and eighty, final offer."
-        [edit] = curation.turn_edits(reopened, episode.id)
+        [edit] = annotations.turn_edits(reopened, episode.id)
         assert (edit.index, edit.original, edit.edited) == (1, DEFAULT_ACTIONS[1][1], turn.edited_argument)
         assert kept([TagIs(tags=["gold"])], reopened) == {(episode.id, 1)}
 
 
 def test_undoing_an_edit_restores_the_original_and_keeps_history(seeded: Store):
     episode = add_episode(seeded, (4, 4))
-    curation.edit_turn(seeded, episode.id, 0, "Hello there.")
-    curation.revert_turn(seeded, episode.id, 0)
+    annotations.edit_turn(seeded, episode.id, 0, "Hello there.")
+    annotations.revert_turn(seeded, episode.id, 0)
     assert seeded.turns(episode.id)[0].edited_argument is None
-    assert [e.edited for e in curation.turn_edits(seeded, episode.id)] == ["Hello there.", None]
+    assert [e.edited for e in annotations.turn_edits(seeded, episode.id)] == ["Hello there.", None]
     with pytest.raises(CurationError, match="no edit to undo"):
-        curation.revert_turn(seeded, episode.id, 0)
+        annotations.revert_turn(seeded, episode.id, 0)
 
 
 def test_bad_curation_input_is_refused_clearly(seeded: Store):
     episode = add_episode(seeded, (4, 4))
     running = add_episode(seeded, (4, 4), status=EpisodeStatus.running, minutes=1)
     with pytest.raises(CurationError, match="'none' action"):
-        curation.edit_turn(seeded, episode.id, 3, "words")
+        annotations.edit_turn(seeded, episode.id, 3, "words")
     with pytest.raises(CurationError, match="no turn 99"):
-        curation.edit_turn(seeded, episode.id, 99, "words")
+        annotations.edit_turn(seeded, episode.id, 99, "words")
     with pytest.raises(CurationError, match="is empty"):
-        curation.edit_turn(seeded, episode.id, 0, "   ")
+        annotations.edit_turn(seeded, episode.id, 0, "   ")
     with pytest.raises(CurationError, match="running"):
-        curation.set_decision(seeded, running.id, "keep")
+        annotations.set_decision(seeded, running.id, "keep")
     with pytest.raises(CurationError, match="no episode"):
-        curation.set_decision(seeded, "NOPE", "reject")
+        annotations.set_decision(seeded, "NOPE", "reject")
     with pytest.raises(CurationError, match="side must be 0 or 1"):
-        curation.set_decision(seeded, episode.id, "reject", side=2)
+        annotations.set_decision(seeded, episode.id, "reject", side=2)
     with pytest.raises(CurationError, match="comma"):
-        curation.add_tags(seeded, episode.id, ["a,b"])
+        annotations.add_tags(seeded, episode.id, ["a,b"])
     assert seeded.turns(episode.id)[0].edited_argument is None
-    assert curation.decisions(seeded) == []
+    assert annotations.decisions(seeded) == []
 
 
 # -- counts -------------------------------------------------------------------------------
@@ -316,7 +359,7 @@ def test_selection_stats_count_examples_and_tokens_per_side_and_scenario(seeded:
     short = [("speak", "Hi."), ("none", ""), ("leave", "")]
     c = add_episode(seeded, (5, 5), scenario_id="bike-swap", actions=short, minutes=2)
     keys = [(a.id, 0), (b.id, 1), (c.id, 0), (c.id, 1)]
-    stats = curation.selection_statistics(seeded, keys)
+    stats = selection.selection_statistics(seeded, keys)
     side0, side1 = examples_per_side()
     assert stats.episodes == 3
     assert stats.total.sides == 4
@@ -345,9 +388,9 @@ def test_preview_labels_every_side_and_keeps_a_rejected_match_visible(seeded: St
     best = add_episode(seeded, (9, 9), minutes=0)
     second = add_episode(seeded, (8, 2), minutes=1)
     weak = add_episode(seeded, (1, 1), minutes=2)
-    curation.set_decision(seeded, best.id, "reject", side=0)
-    curation.set_decision(seeded, weak.id, "keep", side=1)
-    view = curation.preview(load_candidates(seeded), [BestSide()])
+    annotations.set_decision(seeded, best.id, "reject", side=0)
+    annotations.set_decision(seeded, weak.id, "keep", side=1)
+    view = selection.preview(load_candidates(seeded), [BestSide()])
     states = {(row.candidate.episode_id, row.candidate.side): (row.state, row.matches) for row in view.rows}
     assert states == {
         (best.id, 0): ("rejected", True),  # best-side would pick it without the rejection
@@ -358,30 +401,30 @@ def test_preview_labels_every_side_and_keeps_a_rejected_match_visible(seeded: St
         (weak.id, 1): ("kept by hand", True),
     }
     assert set(view.selection.kept) == {(second.id, 0), (best.id, 1), (weak.id, 1)}
-    curation.set_decision(seeded, second.id, "reject", side=1)
-    view = curation.preview(load_candidates(seeded), [BestSide()])
+    annotations.set_decision(seeded, second.id, "reject", side=1)
+    view = selection.preview(load_candidates(seeded), [BestSide()])
     second_1 = next(r for r in view.rows if r.candidate.key == (second.id, 1))
     assert (second_1.state, second_1.matches) == ("rejected", False)  # never the best: stays hidden
 
 
 def test_episode_candidates_reflect_a_new_decision_and_tags(seeded: Store):
     episode = add_episode(seeded, (6, 3), tags=("runner-tag",))
-    curation.set_decision(seeded, episode.id, "reject")
-    curation.set_decision(seeded, episode.id, "keep", side=1)
-    assert curation.set_tags(seeded, episode.id, ["gold", "short", "gold"]) == ["gold", "short"]
-    assert curation.set_tags(seeded, episode.id, ["short", "new"]) == ["new", "short"]
-    fresh = curation.episode_candidates(seeded, episode.id[:10])
+    annotations.set_decision(seeded, episode.id, "reject")
+    annotations.set_decision(seeded, episode.id, "keep", side=1)
+    assert annotations.set_tags(seeded, episode.id, ["gold", "short", "gold"]) == ["gold", "short"]
+    assert annotations.set_tags(seeded, episode.id, ["short", "new"]) == ["new", "short"]
+    fresh = candidates.episode_candidates(seeded, episode.id[:10])
     assert [(c.side, c.decision, c.tags, c.score("goal")) for c in fresh] == [
         (0, "reject", ["runner-tag", "new", "short"], 6.0),
         (1, "keep", ["runner-tag", "new", "short"], 3.0),
     ]
     assert fresh == [c for c in load_candidates(seeded) if c.episode_id == episode.id]
-    assert curation.set_tags(seeded, episode.id, []) == []
+    assert annotations.set_tags(seeded, episode.id, []) == []
     with pytest.raises(CurationError, match="comma"):
-        curation.set_tags(seeded, episode.id, ["x,y"])
+        annotations.set_tags(seeded, episode.id, ["x,y"])
     running = add_episode(seeded, (4, 4), status=EpisodeStatus.running, minutes=1)
     with pytest.raises(CurationError, match="running"):
-        curation.episode_candidates(seeded, running.id)
+        candidates.episode_candidates(seeded, running.id)
 
 
 def test_the_selection_counter_matches_a_full_count_and_rereads_only_what_it_must(seeded: Store, monkeypatch):
@@ -389,30 +432,30 @@ def test_the_selection_counter_matches_a_full_count_and_rereads_only_what_it_mus
     b = add_episode(seeded, (3, 8), scenario_id="bike-swap", minutes=1)
     short = [("speak", "Hi."), ("none", ""), ("leave", "")]
     c = add_episode(seeded, (5, 5), scenario_id="bike-swap", actions=short, minutes=2)
-    counter = curation.SelectionCounter(seeded)
+    counter = selection.SelectionCounter(seeded)
     reads: list[str] = []
-    real_freeze = curation.freeze_episode
+    real_freeze = frozen.freeze_episode
 
     def count_and_log(kept, **options):
         reads.clear()
-        monkeypatch.setattr(curation, "freeze_episode", lambda store, episode_id: reads.append(episode_id) or real_freeze(store, episode_id))
+        monkeypatch.setattr(selection, "freeze_episode", lambda store, episode_id: reads.append(episode_id) or real_freeze(store, episode_id))
         try:
             return counter.count(kept, **options)
         finally:
-            monkeypatch.setattr(curation, "freeze_episode", real_freeze)
+            monkeypatch.setattr(selection, "freeze_episode", real_freeze)
 
     first = [(a.id, 0), (b.id, 1), (c.id, 0)]
-    assert count_and_log(first) == curation.selection_statistics(seeded, first)
+    assert count_and_log(first) == selection.selection_statistics(seeded, first)
     assert sorted(reads) == sorted([a.id, b.id, c.id])
     second = [(a.id, 0), (c.id, 0), (c.id, 1)]
-    assert count_and_log(second) == curation.selection_statistics(seeded, second)
+    assert count_and_log(second) == selection.selection_statistics(seeded, second)
     assert reads == [c.id]  # only side 1 of c was new
 
-    curation.edit_turn(seeded, a.id, 0, "A much longer opening line than the one the agent first produced.")
-    assert count_and_log(second) == curation.selection_statistics(seeded, second)
+    annotations.edit_turn(seeded, a.id, 0, "A much longer opening line than the one the agent first produced.")
+    assert count_and_log(second) == selection.selection_statistics(seeded, second)
     assert reads == [a.id]  # the edit made its count stale
-    assert count_and_log(second, cancelled=lambda: True) == curation.selection_statistics(seeded, second)
-    curation.revert_turn(seeded, a.id, 0)
+    assert count_and_log(second, cancelled=lambda: True) == selection.selection_statistics(seeded, second)
+    annotations.revert_turn(seeded, a.id, 0)
     assert count_and_log(second, cancelled=lambda: True) is None  # it had to read and was told to stop
-    assert count_and_log(second) == curation.selection_statistics(seeded, second)
-    assert counter.count([]) == curation.selection_statistics(seeded, [])
+    assert count_and_log(second) == selection.selection_statistics(seeded, second)
+    assert counter.count([]) == selection.selection_statistics(seeded, [])

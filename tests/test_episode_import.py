@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sotopia_pi.dataset import curation
+from sotopia_pi.dataset.candidates import episode_candidates, load_candidates
 from sotopia_pi.cli import app
 from sotopia_pi.episode import ActionType, EpisodeStatus
 from sotopia_pi.episode_import import (
@@ -124,7 +124,7 @@ def test_a_missing_score_stays_missing(store: Store):
     assert rosa.scores == {} and rosa.overall is None and rosa.failure
     # a dimension absent from the reward dict is absent from the scores
     assert "knowledge" not in kofi.scores and kofi.scores["goal"].score == 2 and kofi.overall == 1.5
-    candidates = {c.side: c for c in curation.episode_candidates(store, LOG3)}
+    candidates = {c.side: c for c in episode_candidates(store, LOG3)}
     assert candidates[0].overall is None and candidates[0].judge_failure
 
 
@@ -186,7 +186,7 @@ def test_episodes_need_their_profiles(store: Store):
 
 def test_imported_episodes_curate_and_export_like_played_ones(store: Store, tmp_path: Path):
     import_episodes(store, FIXTURES)
-    candidates = {(c.episode_id, c.side): c for c in curation.load_candidates(store)}
+    candidates = {(c.episode_id, c.side): c for c in load_candidates(store)}
     assert candidates[(LOG1, 0)].examples == 2 and candidates[(LOG1, 0)].scores["goal"] == 9
     snapshot = create_snapshot(store, "imported", [])
     out = tmp_path / "chat.jsonl"

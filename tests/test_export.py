@@ -9,22 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from sotopia_pi.dataset import curation
-from sotopia_pi.dataset.curation import BestSide
+from sotopia_pi.dataset import annotations, candidates, filters
+from sotopia_pi.dataset.filters import BestSide
 from sotopia_pi.episode import ActionType, AgentAction, ChatMessage
-from sotopia_pi.dataset.export import (
-    EpisodeLogRow,
-    ExportFormat,
-    PromptLayoutError,
-    count_message_tokens,
-    estimate_tokens,
-    snapshot_examples,
-    token_counter,
-    truncate_prompt,
-    write_export,
-)
+from sotopia_pi.dataset.errors import PromptLayoutError
+from sotopia_pi.dataset.examples import count_message_tokens, estimate_tokens, token_counter, truncate_prompt
+from sotopia_pi.dataset.export import EpisodeLogRow, ExportFormat, snapshot_examples, write_export
 from sotopia_pi.prompts import CLOSING_PREFIX, HISTORY_HEADER
-from sotopia_pi.dataset.snapshots import SnapshotError, create_snapshot, list_snapshots, load_snapshot
+from sotopia_pi.dataset.errors import SnapshotError
+from sotopia_pi.dataset.snapshots import create_snapshot, list_snapshots, load_snapshot
 from sotopia_pi.store import Store
 from sotopia_pi.visibility import UNKNOWN, render_goal
 
@@ -71,7 +64,7 @@ def tiny_tokenizer():
 
 
 def test_snapshot_manifest_records_how_the_selection_was_made(store: Store, episodes: dict):
-    curation.set_decision(store, episodes["failed"].id, "reject")
+    annotations.set_decision(store, episodes["failed"].id, "reject")
     snapshot = create_snapshot(store, "round-1", [BestSide()], description="first round")
     manifest = snapshot.manifest
     sides = {(s.episode_id, s.side) for s in manifest.sides}
@@ -99,7 +92,7 @@ def test_snapshot_names_are_never_reused_and_must_be_plain(store: Store, episode
     with pytest.raises(SnapshotError, match="snapshot name"):
         create_snapshot(store, "../escape", [])
     with pytest.raises(SnapshotError, match="empty"):
-        create_snapshot(store, "nothing", [curation.TagIs(tags=["absent"])])
+        create_snapshot(store, "nothing", [filters.TagIs(tags=["absent"])])
     with pytest.raises(SnapshotError, match="no snapshot named 'missing'"):
         load_snapshot(store, "missing")
 
@@ -120,9 +113,9 @@ def test_a_snapshot_never_changes_after_it_is_made(store: Store, episodes: dict,
     manifest_before = load_snapshot(store, "round-1").manifest
 
     strong = episodes["strong"].id
-    curation.edit_turn(store, strong, 0, "Completely different words.")
-    curation.set_decision(store, episodes["swap"].id, "reject")
-    curation.add_tags(store, strong, ["late-tag"])
+    annotations.edit_turn(store, strong, 0, "Completely different words.")
+    annotations.set_decision(store, episodes["swap"].id, "reject")
+    annotations.add_tags(store, strong, ["late-tag"])
     store.delete_episode(episodes["human"].id)
     add_episode(store, (10, 10), minutes=9)
 
@@ -176,7 +169,7 @@ def test_each_example_prompt_is_exactly_what_the_agent_was_given(store: Store, e
 
 def test_an_edit_changes_that_turns_output_but_not_what_the_partner_saw(store: Store, episodes: dict):
     strong = episodes["strong"].id
-    curation.edit_turn(store, strong, 0, "Morning. I only have a minute.")
+    annotations.edit_turn(store, strong, 0, "Morning. I only have a minute.")
     snapshot = create_snapshot(store, "edited", [BestSide()])
     by_turn = {e.turn: e for e in snapshot_examples(snapshot) if e.episode_id == strong}
     assert json.loads(by_turn[0].completion) == {"action_type": "speak", "argument": "Morning. I only have a minute."}
@@ -232,7 +225,7 @@ def test_trl_reads_the_conversational_rows_and_renders_them_with_a_chat_template
 
 
 def test_episodelog_rows_follow_sotopias_layout(store: Store, episodes: dict, tmp_path: Path):
-    curation.set_decision(store, episodes["failed"].id, "keep", side=0)
+    annotations.set_decision(store, episodes["failed"].id, "keep", side=0)
     snapshot = create_snapshot(store, "logs", [BestSide()])
     path = tmp_path / "episodes.jsonl"
     report = write_export(snapshot, ExportFormat.episodelog, path)
@@ -266,7 +259,7 @@ def test_episodelog_rows_follow_sotopias_layout(store: Store, episodes: dict, tm
     ]
     overall, dims = strong.rewards[0]
     assert dims["goal"] == 9 and dims["overall_score"] == overall
-    assert set(dims) == set(curation.SOTOPIA_DIMENSIONS) | {"overall_score"}
+    assert set(dims) == set(candidates.SOTOPIA_DIMENSIONS) | {"overall_score"}
     assert "Agent 1 (Ines Varga) comments:" in strong.reasoning
 
     failed = by_id[episodes["failed"].id]

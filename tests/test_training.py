@@ -90,7 +90,7 @@ def test_a_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(snapshot_
 
 
 def test_a_snapshot_that_does_not_exist_is_a_clear_error(snapshot_store, tiny_dir):
-    from sotopia_pi.dataset.snapshots import SnapshotError
+    from sotopia_pi.dataset.errors import SnapshotError
 
     with pytest.raises(SnapshotError, match="no snapshot named 'nope'"):
         plan_training(snapshot_store, _config(tiny_dir, "x", snapshot="nope"))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sotopia_pi.episode import ActionType, ChatMessage, Turn
-from sotopia_pi.dataset.export import SftExample
+from sotopia_pi.dataset.examples import SftExample
 from sotopia_pi.prompts import messages_for_turn
 from sotopia_pi.training.examples import (
     build_training_examples,
@@ -151,7 +151,7 @@ def test_a_long_conversation_is_cut_after_the_last_answer_that_fits(tiny):
 
 
 def test_judge_examples_answer_as_the_judge_must_and_parse_back(tmp_path):
-    from sotopia_pi.dataset.export import freeze_episode
+    from sotopia_pi.dataset.frozen import freeze_episode
     from sotopia_pi.judge import REASONING_MAX_CHARS, load_dimension_set, parse_agent_evaluation
     from sotopia_pi.store import Store
     from sotopia_pi.training.judge_examples import fit_reasoning, judge_examples

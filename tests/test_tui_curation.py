@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.text import Text
 from textual.widgets import DataTable, Input, Static, TextArea
 
-from sotopia_pi.dataset import curation
+from sotopia_pi.dataset import annotations
 from sotopia_pi.config import Settings
 from sotopia_pi.dataset.snapshots import list_snapshots, load_snapshot
 from sotopia_pi.store import Store
@@ -93,7 +93,7 @@ async def click_header(pilot, screen: CurationScreen, column_key: str) -> None:
 
 
 def decision_targets(store: Store) -> dict:
-    return curation.decision_map(store)
+    return annotations.decision_map(store)
 
 
 async def test_keys_keep_and_reject_sides_and_episodes_in_the_store(store: Store, episodes: dict):
@@ -231,7 +231,7 @@ async def test_tagging_an_episode_and_filtering_by_the_tag(store: Store, episode
         assert isinstance(pilot.app.screen, PromptScreen)
         await pilot.press(*"gold, polite", "enter")
         await wait_until(pilot, lambda: pilot.app.screen is screen, what="the tag dialog to close")
-        assert curation.curator_tags(store) == {swap.id: ["gold", "polite"]}
+        assert annotations.curator_tags(store) == {swap.id: ["gold", "polite"]}
         assert cell(screen, f"{swap.id}:0", "tags") == "gold, polite"
 
         await pilot.press("t")  # the box starts with the current tags; editing it replaces them
@@ -239,9 +239,9 @@ async def test_tagging_an_episode_and_filtering_by_the_tag(store: Store, episode
         assert dialog.query_one("#prompt-tags", Input).value == "gold, polite"
         await pilot.press(*["backspace"] * len(", polite"), *", reviewed", "enter")
         await wait_until(pilot, lambda: pilot.app.screen is screen, what="the tag dialog to close")
-        assert curation.curator_tags(store) == {swap.id: ["gold", "reviewed"]}
+        assert annotations.curator_tags(store) == {swap.id: ["gold", "reviewed"]}
         await pilot.press("t", "escape")  # cancelled: nothing changes
-        assert curation.curator_tags(store) == {swap.id: ["gold", "reviewed"]}
+        assert annotations.curator_tags(store) == {swap.id: ["gold", "reviewed"]}
 
         await pilot.press("slash", *"tag:gold", "enter")
         await settled(pilot, screen)
@@ -269,7 +269,7 @@ async def test_a_turn_edit_is_stored_marked_and_undone_with_the_original_kept(st
         await pilot.press(*new_text, "ctrl+s")
         turn = store.turns(high.id)[1]
         assert (turn.argument, turn.edited_argument) == (original, new_text)
-        [edit] = curation.turn_edits(store, high.id)
+        [edit] = annotations.turn_edits(store, high.id)
         assert (edit.index, edit.original, edit.edited) == (1, original, new_text)
         label = plain(editor_screen.query_one("#edit-turn-list").get_option_at_index(1).prompt)
         assert label.startswith(EDIT_MARK)
@@ -286,7 +286,7 @@ async def test_a_turn_edit_is_stored_marked_and_undone_with_the_original_kept(st
         await pilot.press("ctrl+r")  # undo the edit
         turn = store.turns(high.id)[1]
         assert (turn.argument, turn.edited_argument) == (original, None)
-        assert [e.edited for e in curation.turn_edits(store, high.id)] == [new_text, None]
+        assert [e.edited for e in annotations.turn_edits(store, high.id)] == [new_text, None]
         assert not plain(editor_screen.query_one("#edit-turn-list").get_option_at_index(1).prompt).startswith(EDIT_MARK)
 
         # a turn without text cannot be edited

@@ -7,23 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..dataset.curation import (
-    FILTER_GRAMMAR,
-    CurationError,
-    Selection,
+from ..dataset.annotations import (
     add_tags,
     clear_decision,
     edit_turn,
-    load_candidates,
-    parse_filter,
     remove_tags,
     revert_turn,
-    select,
-    selection_statistics,
     set_decision,
     turn_edits,
 )
-from ..dataset.export import EPISODE_FORMATS, ExportError, ExportFormat, SelectionStats, token_counter, write_export
+from ..dataset.candidates import load_candidates
+from ..dataset.errors import CurationError, ExportError
+from ..dataset.examples import SelectionStats, token_counter
+from ..dataset.export import EPISODE_FORMATS, ExportFormat, write_export
+from ..dataset.filters import FILTER_GRAMMAR, parse_filter
+from ..dataset.selection import Selection, select, selection_statistics
 from ..dataset.snapshots import create_snapshot, list_snapshots, load_snapshot
 from ..store import Store
 from .app import app, emit_json, fail

@@ -43,7 +43,7 @@ def train_command(
     Ctrl-C saves a checkpoint and stops; `--resume` continues from it."""
     from pydantic import ValidationError
 
-    from ..dataset.snapshots import SnapshotError
+    from ..dataset.errors import SnapshotError
     from ..training.config import TrainConfig
     from ..training.launcher import TrainingError, finish_training, launch_training, plan_training
 

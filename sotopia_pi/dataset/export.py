@@ -1,19 +1,14 @@
 """From judged episodes to training files.
 
-An episode is first *frozen*: its record, turns (with any curator edits), terminal evaluation,
-the two characters' names and the context each agent started from, all in one pydantic record.
-Snapshots keep frozen episodes, so an export reads only what was frozen and never the live store.
-
-Per-turn SFT examples (SOTOPIA-pi's recipe): for each kept side and each of its turns, the input
-is exactly the chat messages the agent was given at that turn (Turn.prompt) and the output is its
-action as JSON. Turns whose action is `none` give no example. A curator's edit changes the output
-of that turn only: later prompts keep the words the partner really heard.
+Snapshots keep frozen episodes (dataset.frozen), so an export reads only what was frozen and
+never the live store; the per-turn examples come from dataset.examples.
 
 Formats written by `write_export`, one JSON object a line:
 
     sft                the per-turn examples with their provenance: id, episode_id, side, turn,
-                       scenario_id, model, by_human, edited, dropped_history_lines,
-                       prompt (chat messages) and completion (the JSON action, a string)
+                       scenario_id, model and adapter (of that turn), by_human, edited,
+                       dropped_history_lines, prompt (chat messages) and completion (the JSON
+                       action, a string)
     chat               {"messages": [...prompt, {"role": "assistant", "content": JSON action}]}
                        (TRL conversational / OpenAI chat fine-tuning)
     prompt-completion  {"prompt": [...messages], "completion": [{"role": "assistant", ...}]}
@@ -26,45 +21,28 @@ Formats written by `write_export`, one JSON object a line:
 Both episode formats write the environment's observations exactly as Sotopia does: the context
 block ends with "Conversation Starts:" and a newline, and every later "Turn #k: ..." line ends
 with a newline too (Sotopia's social_interactions relies on it to keep turn 0).
-
-Long prompts are cut to `max_prompt_tokens` by dropping the oldest "Turn #" lines of the
-dialogue history; the system message and the closing block are never cut.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from ..errors import SotopiaError
-from ..episode import ActionType, AgentAction, ChatMessage, Episode, Evaluation, Turn
-from ..judge import overall_score
-from ..profiles import Character, Scenario
-from ..prompts import CLOSING_PREFIX, turn_line
-from ..store import NotFound, Store
-from ..visibility import agent_view
+from ..episode import ActionType, AgentAction, ChatMessage, Turn, overall_score
+from ..profiles import Character
+from ..prompts import turn_line
+from .examples import HISTORY_LINE_PREFIX, SftExample, TokenCounter, build_examples, estimate_tokens
+from .frozen import FrozenEpisode, effective_action
+from .snapshots import Snapshot
 
-if TYPE_CHECKING:
-    from .snapshots import Snapshot
-
-TokenCounter = Callable[[str], int]
-SideKey = tuple[str, int]
-
-HISTORY_LINE_PREFIX = "Turn #"
 CONVERSATION_STARTS = "Conversation Starts:"
 ENVIRONMENT = "Environment"
-
-
-class ExportError(SotopiaError, ValueError):
-    """An export could not be made; the message names the snapshot, episode or turn."""
 
 
 class ExportFormat(StrEnum):
@@ -77,286 +55,6 @@ class ExportFormat(StrEnum):
 
 # Formats with one row per episode rather than one per training example.
 EPISODE_FORMATS = frozenset({ExportFormat.episodelog, ExportFormat.sotopia_episodes})
-
-
-# -- token counting -----------------------------------------------------------------------
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough count that needs no tokenizer: about four characters a token, and never fewer
-    tokens than words."""
-    return max(len(text.split()), math.ceil(len(text) / 4))
-
-
-def token_counter(tokenizer: Any = None) -> TokenCounter:
-    """A str -> int counter from a Hugging Face tokenizer (anything with `encode`), a plain
-    callable, or None for the rough estimate."""
-    if tokenizer is None:
-        return estimate_tokens
-    if hasattr(tokenizer, "encode"):
-        return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
-    if callable(tokenizer):
-        return tokenizer
-    raise TypeError(f"cannot count tokens with {type(tokenizer).__name__}; pass a tokenizer or a callable")
-
-
-def count_message_tokens(messages: Sequence[ChatMessage], count_tokens: TokenCounter) -> int:
-    """Tokens of the message texts (the chat template's few extra tokens are not counted)."""
-    return sum(count_tokens(message.content) for message in messages)
-
-
-# -- truncation ---------------------------------------------------------------------------
-
-
-class PromptLayoutError(ExportError):
-    pass
-
-
-class _HistoryLayout(BaseModel):
-    message_index: int
-    head: list[str]  # lines before the first history entry ("Conversation so far:")
-    entries: list[list[str]]  # one entry per "Turn #" line, with any continuation lines
-    tail: list[str]  # blank separator lines and the closing block
-
-    def render(self, dropped: int) -> str:
-        kept = [line for entry in self.entries[dropped:] for line in entry]
-        return "\n".join(self.head + kept + self.tail)
-
-
-def _split_history(messages: Sequence[ChatMessage]) -> _HistoryLayout:
-    """Find the user message that holds the dialogue history and split it into entries."""
-    for message_index in range(len(messages) - 1, -1, -1):
-        message = messages[message_index]
-        if message.role != "user":
-            continue
-        lines = message.content.split("\n")
-        closing = [i for i, line in enumerate(lines) if line.startswith(CLOSING_PREFIX)]
-        if not closing:
-            continue
-        body, tail = lines[: closing[-1]], lines[closing[-1] :]
-        while body and not body[-1].strip():
-            tail.insert(0, body.pop())
-        head: list[str] = []
-        entries: list[list[str]] = []
-        for line in body:
-            if line.startswith(HISTORY_LINE_PREFIX):
-                entries.append([line])
-            elif entries:
-                entries[-1].append(line)  # an argument that spans several lines
-            else:
-                head.append(line)
-        return _HistoryLayout(message_index=message_index, head=head, entries=entries, tail=tail)
-    raise PromptLayoutError(f"no user message has a closing block starting with {CLOSING_PREFIX!r}")
-
-
-def truncate_prompt(
-    messages: Sequence[ChatMessage],
-    max_tokens: int,
-    count_tokens: TokenCounter = estimate_tokens,
-) -> tuple[list[ChatMessage], int]:
-    """Drop the oldest dialogue lines until the prompt fits in `max_tokens`.
-
-    Returns the messages and how many history lines were dropped. The system message (role-play
-    instructions and context) and the closing block are never cut; if the prompt is still too
-    long with no history left, it is returned that way.
-    """
-    messages = list(messages)
-    if count_message_tokens(messages, count_tokens) <= max_tokens:
-        return messages, 0
-    layout = _split_history(messages)
-    original = messages[layout.message_index]
-    candidate = messages
-    for dropped in range(1, len(layout.entries) + 1):
-        candidate = list(messages)
-        candidate[layout.message_index] = ChatMessage(role=original.role, content=layout.render(dropped))
-        if count_message_tokens(candidate, count_tokens) <= max_tokens:
-            return candidate, dropped
-    return candidate, len(layout.entries)
-
-
-# -- frozen episodes ----------------------------------------------------------------------
-
-
-def effective_argument(turn: Turn) -> str:
-    """The argument after a curator's edit, or the original one."""
-    return turn.edited_argument if turn.edited_argument is not None else turn.argument
-
-
-def effective_action(turn: Turn) -> AgentAction:
-    return AgentAction(action_type=turn.action_type, argument=effective_argument(turn))
-
-
-class FrozenEpisode(BaseModel):
-    """Everything an export needs from one episode, fixed at the moment it was frozen."""
-
-    episode: Episode
-    turns: list[Turn]
-    evaluation: Evaluation | None = Field(description="the terminal evaluation, if any")
-    names: list[str] = Field(min_length=2, max_length=2)
-    contexts: list[str] = Field(min_length=2, max_length=2, description="what each agent knew at the start")
-    scenario: Scenario | None = Field(default=None, description="the scenario as it was (None in older snapshots)")
-    characters: list[Character] = Field(default_factory=list, max_length=2, description="both characters, if found")
-
-    @property
-    def id(self) -> str:
-        return self.episode.id
-
-
-def _first_system_message(turns: Sequence[Turn], side: int) -> str:
-    for turn in turns:
-        if turn.agent == side:
-            for message in turn.prompt:
-                if message.role == "system":
-                    return message.content
-    return ""
-
-
-def freeze_episode(store: Store, episode_id: str) -> FrozenEpisode:
-    """Read one episode and what surrounds it from the store into a self-contained record."""
-    episode = store.episode(episode_id)
-    turns = store.turns(episode.id)
-    try:
-        characters = tuple(store.character(character_id) for character_id in episode.agent_ids)
-        names = [character.name for character in characters]
-    except NotFound:
-        characters = None
-        names = list(episode.agent_ids)
-    try:
-        scenario = store.scenario(episode.scenario_id)
-    except NotFound:
-        scenario = None
-    if scenario is not None and characters is not None:
-        contexts = [agent_view(scenario, characters, side).render() for side in (0, 1)]  # type: ignore[arg-type]
-    else:  # profiles deleted since: the agent's own system message is the best record left
-        contexts = [_first_system_message(turns, side) for side in (0, 1)]
-    return FrozenEpisode(
-        episode=episode,
-        turns=turns,
-        evaluation=store.terminal_evaluation(episode.id),
-        names=names,
-        contexts=contexts,
-        scenario=scenario,
-        characters=list(characters) if characters is not None else [],
-    )
-
-
-# -- per-turn SFT examples ----------------------------------------------------------------
-
-
-class SftExample(BaseModel):
-    id: str
-    episode_id: str
-    side: int
-    turn: int
-    scenario_id: str
-    model: str
-    by_human: bool = False
-    edited: bool = False
-    dropped_history_lines: int = 0
-    prompt: list[ChatMessage]
-    completion: str = Field(description="the action as JSON")
-
-
-def is_example_turn(turn: Turn) -> bool:
-    """Whether a turn becomes a training example: an action other than none, with its prompt."""
-    return turn.action_type != ActionType.none and bool(turn.prompt)
-
-
-def side_examples(frozen: FrozenEpisode, side: int) -> list[SftExample]:
-    episode = frozen.episode
-    return [
-        SftExample(
-            id=f"{episode.id}-{side}-{turn.index}",
-            episode_id=episode.id,
-            side=side,
-            turn=turn.index,
-            scenario_id=episode.scenario_id,
-            model=episode.agent_models[side],
-            by_human=turn.by_human,
-            edited=turn.edited_argument is not None,
-            prompt=list(turn.prompt),
-            completion=effective_action(turn).to_json(),
-        )
-        for turn in frozen.turns
-        if turn.agent == side and is_example_turn(turn)
-    ]
-
-
-def build_examples(
-    episodes: Iterable[FrozenEpisode],
-    sides: Iterable[SideKey],
-    *,
-    max_prompt_tokens: int | None = None,
-    count_tokens: TokenCounter = estimate_tokens,
-) -> list[SftExample]:
-    """Examples for the given (episode id, side) pairs, in the order of `sides`."""
-    by_id = {frozen.id: frozen for frozen in episodes}
-    examples: list[SftExample] = []
-    for episode_id, side in sides:
-        if episode_id not in by_id:
-            raise ExportError(f"episode {episode_id} is selected but was not frozen")
-        for example in side_examples(by_id[episode_id], side):
-            if max_prompt_tokens is not None:
-                try:
-                    example.prompt, example.dropped_history_lines = truncate_prompt(
-                        example.prompt, max_prompt_tokens, count_tokens
-                    )
-                except PromptLayoutError as error:
-                    raise PromptLayoutError(f"example {example.id}: {error}") from error
-            examples.append(example)
-    return examples
-
-
-def example_tokens(example: SftExample, count_tokens: TokenCounter) -> int:
-    return count_message_tokens(example.prompt, count_tokens) + count_tokens(example.completion)
-
-
-# -- selection statistics -----------------------------------------------------------------
-
-
-class Counts(BaseModel):
-    sides: int = 0
-    examples: int = 0
-    tokens: int = 0
-
-
-class SelectionStats(BaseModel):
-    """What a selection would produce: totals, per side (0, 1) and per scenario id."""
-
-    episodes: int = 0
-    total: Counts = Field(default_factory=Counts)
-    per_side: dict[str, Counts] = Field(default_factory=dict)
-    per_scenario: dict[str, Counts] = Field(default_factory=dict)
-
-
-def selection_stats(
-    episodes: Iterable[FrozenEpisode],
-    sides: Sequence[SideKey],
-    *,
-    max_prompt_tokens: int | None = None,
-    count_tokens: TokenCounter = estimate_tokens,
-) -> SelectionStats:
-    episodes = list(episodes)
-    scenario_of = {frozen.id: frozen.episode.scenario_id for frozen in episodes}
-    examples = build_examples(
-        episodes, sides, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens
-    )
-    per_key: dict[SideKey, list[SftExample]] = {key: [] for key in sides}
-    for example in examples:
-        per_key[(example.episode_id, example.side)].append(example)
-    stats = SelectionStats(episodes=len({episode_id for episode_id, _ in sides}))
-    for key, key_examples in per_key.items():
-        tokens = sum(example_tokens(example, count_tokens) for example in key_examples)
-        buckets = (
-            stats.total,
-            stats.per_side.setdefault(str(key[1]), Counts()),
-            stats.per_scenario.setdefault(scenario_of[key[0]], Counts()),
-        )
-        for bucket in buckets:
-            bucket.sides += 1
-            bucket.examples += len(key_examples)
-            bucket.tokens += tokens
-    return stats
 
 
 # -- rows of each format ------------------------------------------------------------------
@@ -609,7 +307,7 @@ _EXAMPLE_ROWS = {
 
 
 def snapshot_examples(
-    snapshot: "Snapshot",
+    snapshot: Snapshot,
     *,
     max_prompt_tokens: int | None = None,
     count_tokens: TokenCounter = estimate_tokens,
@@ -622,7 +320,7 @@ def snapshot_examples(
 
 
 def write_export(
-    snapshot: "Snapshot",
+    snapshot: Snapshot,
     fmt: ExportFormat | str,
     path: Path | str,
     *,

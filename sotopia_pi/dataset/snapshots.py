@@ -11,38 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import zlib
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
 from .. import __version__
-from .curation import (
-    CurationError,
-    Decision,
-    Filter,
-    FilterStep,
-    decisions,
-    load_candidates,
-    select,
-)
 from ..episode import utc_now
-from .export import (
-    FrozenEpisode,
-    SelectionStats,
-    TokenCounter,
-    estimate_tokens,
-    freeze_episode,
-    selection_stats,
-)
-from ..store import Store
+from ..store import Store, StoreError
+from ..store import snapshots as sql
+from .annotations import Decision, decisions
+from .candidates import load_candidates
+from .errors import SnapshotError
+from .examples import SelectionStats, TokenCounter, estimate_tokens, selection_stats
+from .filters import Filter
+from .frozen import FrozenEpisode, freeze_episode
+from .selection import FilterStep, select
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-class SnapshotError(CurationError):
-    pass
 
 
 class SideRef(BaseModel):
@@ -102,8 +88,7 @@ def check_name(name: str) -> str:
 
 
 def snapshot_exists(store: Store, name: str) -> bool:
-    with store.transaction() as conn:
-        return conn.execute("SELECT 1 FROM dataset_snapshots WHERE name=?", (name,)).fetchone() is not None
+    return sql.snapshot_exists(store, name)
 
 
 def create_snapshot(
@@ -147,40 +132,28 @@ def create_snapshot(
         counts=counts,
         digest=_digest(frozen_json),
     )
+    packed = [(f.id, _pack(text)) for f, text in zip(frozen, frozen_json)]
     try:
-        with store.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO dataset_snapshot_episodes (snapshot_name, episode_id, data) VALUES (?, ?, ?)",
-                [(name, f.id, _pack(text)) for f, text in zip(frozen, frozen_json)],
-            )
-            conn.execute(
-                "INSERT INTO dataset_snapshots (name, created_at, manifest) VALUES (?, ?, ?)",
-                (name, manifest.created_at, manifest.model_dump_json()),
-            )
-    except sqlite3.IntegrityError as error:
-        raise SnapshotError(f"snapshot {name!r} could not be written: {error}") from error
+        sql.insert_snapshot(store, name, manifest.created_at, manifest.model_dump_json(), packed)
+    except StoreError as error:
+        raise SnapshotError(str(error)) from error
     return Snapshot(manifest=manifest, episodes=frozen)
 
 
 def list_snapshots(store: Store) -> list[SnapshotManifest]:
     """Every snapshot's manifest, oldest first."""
-    with store.transaction() as conn:
-        rows = conn.execute("SELECT manifest FROM dataset_snapshots ORDER BY created_at, name").fetchall()
-    return [SnapshotManifest.model_validate_json(row["manifest"]) for row in rows]
+    return [SnapshotManifest.model_validate_json(text) for text in sql.manifest_texts(store)]
 
 
 def load_snapshot(store: Store, name: str) -> Snapshot:
     """A snapshot with its frozen episodes; refuses one whose data no longer matches its digest."""
-    with store.transaction() as conn:
-        header = conn.execute("SELECT manifest FROM dataset_snapshots WHERE name=?", (name,)).fetchone()
-        rows = conn.execute(
-            "SELECT data FROM dataset_snapshot_episodes WHERE snapshot_name=? ORDER BY episode_id", (name,)
-        ).fetchall()
-    if header is None:
+    found = sql.snapshot_texts(store, name)
+    if found is None:
         known = ", ".join(m.name for m in list_snapshots(store)) or "none yet"
         raise SnapshotError(f"no snapshot named {name!r} (snapshots: {known})")
-    manifest = SnapshotManifest.model_validate_json(header["manifest"])
-    frozen_json = [_unpack(row["data"]) for row in rows]
+    manifest_json, packed = found
+    manifest = SnapshotManifest.model_validate_json(manifest_json)
+    frozen_json = [_unpack(data) for data in packed]
     if _digest(frozen_json) != manifest.digest:
         raise SnapshotError(f"snapshot {name!r} does not match its digest; its data was altered")
     return Snapshot(manifest=manifest, episodes=[FrozenEpisode.model_validate_json(t) for t in frozen_json])

@@ -16,7 +16,7 @@ from ..episode import ActionType, Turn, utc_now
 from . import Store
 
 WHOLE_EPISODE = -1
-LEGACY_ADAPTER_MARK = "+adapter="
+ADAPTER_MARK = "+adapter="  # how a stored model name carries its adapter
 
 
 class DecisionRow(BaseModel):
@@ -44,8 +44,8 @@ class Player(BaseModel):
 
     @property
     def base_model(self) -> str:
-        """The model without its adapter, for a name that carries one (MODEL+adapter=ADAPTER)."""
-        return self.model.removesuffix(LEGACY_ADAPTER_MARK + self.adapter) if self.adapter else self.model
+        """The stored model name without the adapter it may carry (MODEL+adapter=...)."""
+        return self.model.partition(ADAPTER_MARK)[0]
 
 
 class SideActivity(BaseModel):
@@ -69,11 +69,10 @@ def _episode_clause(episode_id: str | None) -> tuple[str, tuple]:
 
 
 def _player(model: str, adapter: str | None) -> Player:
-    """A turn stored before turns recorded their adapter (adapter NULL) has it only in the
-    model name, written as MODEL+adapter=ADAPTER; later turns say it themselves."""
+    """A turn stored before turns recorded their adapter (adapter NULL) names it only in its
+    model name, as written there (Turn reads such a record the same way)."""
     if adapter is None:
-        _, mark, legacy = model.partition(LEGACY_ADAPTER_MARK)
-        return Player(model=model, adapter=legacy if mark else "")
+        return Player(model=model, adapter=model.partition(ADAPTER_MARK)[2])
     return Player(model=model, adapter=adapter)
 
 

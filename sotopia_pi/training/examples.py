@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import SotopiaError
 from ..episode import ChatMessage
-from ..dataset.export import SftExample
+from ..dataset.examples import SftExample
 
 Layout = Literal["conversation", "turn"]
 

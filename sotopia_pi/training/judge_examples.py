@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 
 from ..episode import ChatMessage, DimensionScore
-from ..dataset.export import FrozenEpisode
+from ..dataset.frozen import FrozenEpisode
 from ..judge import REASONING_MAX_CHARS, DimensionSet, judge_messages
 from .examples import TrainingExample
 

@@ -2,7 +2,7 @@
 
 A table of candidate sides (the engine's curation.preview), a bar of composable filters, the
 counts the selection would produce, keep/reject/tag keys, a turn editor and snapshots. All
-the deciding is done by sotopia_pi.dataset.curation and sotopia_pi.dataset.snapshots; this screen shows and asks.
+the deciding is done by the sotopia_pi.dataset package; this screen shows and asks.
 """
 
 from __future__ import annotations
@@ -20,25 +20,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from sotopia_pi.dataset.curation import (
-    Candidate,
-    CurationError,
-    Filter,
-    Preview,
-    PreviewRow,
-    clear_decision,
-    curator_tags,
-    decision_map,
-    episode_candidates,
-    load_candidates,
-    parse_filter,
-    SelectionCounter,
-    preview,
-    set_decision,
-    set_tags,
-    split_model_name,
-)
-from sotopia_pi.dataset.export import SelectionStats
+from sotopia_pi.dataset.annotations import clear_decision, curator_tags, decision_map, set_decision, set_tags
+from sotopia_pi.dataset.candidates import Candidate, episode_candidates, load_candidates
+from sotopia_pi.dataset.errors import CurationError
+from sotopia_pi.dataset.examples import SelectionStats
+from sotopia_pi.dataset.filters import Filter, parse_filter
+from sotopia_pi.dataset.selection import Preview, PreviewRow, SelectionCounter, preview
 from sotopia_pi.dataset.snapshots import check_name, create_snapshot, list_snapshots, snapshot_exists
 from sotopia_pi.store import NotFound, Store
 
@@ -66,7 +53,7 @@ def row_key(candidate: Candidate) -> str:
 @lru_cache(maxsize=1024)
 def short_model(name: str) -> str:
     """gguf:/models/big/qwen.gguf+adapter=/runs/a1 -> gguf:qwen.gguf+a1 (the details line has the full name)."""
-    base, adapter = split_model_name(name)
+    base, _, adapter = name.partition("+adapter=")  # a stored name, shortened for a column
     kind, colon, rest = base.partition(":")
     if colon and "/" in rest:
         rest = rest.split("@")[0].rstrip("/").rsplit("/", 1)[-1] + ("@…" if "@" in rest else "")

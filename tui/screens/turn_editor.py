@@ -15,7 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from sotopia_pi.dataset.curation import CurationError, edit_turn, is_editable, revert_turn, turn_edits
+from sotopia_pi.dataset.annotations import edit_turn, is_editable, revert_turn, turn_edits
+from sotopia_pi.dataset.errors import CurationError
 from sotopia_pi.episode import Turn
 from sotopia_pi.store import NotFound, Store
 

@@ -14,7 +14,8 @@ from textual.message import Message
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from sotopia_pi.dataset.curation import FILTER_GRAMMAR, Selection
+from sotopia_pi.dataset.filters import FILTER_GRAMMAR
+from sotopia_pi.dataset.selection import Selection
 
 ORDER_NOTE = (
     "Filters run in order, each on what the one before kept. Sides rejected by hand are left out "

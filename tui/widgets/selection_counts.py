@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
-from sotopia_pi.dataset.export import Counts, SelectionStats
+from sotopia_pi.dataset.examples import Counts, SelectionStats
 
 TOKEN_NOTE = "≈ 4 characters a token"
 
