@@ -12,9 +12,9 @@ import typer
 
 from ..backends import BackendError, ChatBackend, ModelNameError, parse_model_name
 from ..backends.human import HumanBackend
+from ..casting import choose_characters
 from ..episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Episode, EpisodeStatus, Turn
-from ..judge import DimensionSetError
-from ..profiles import valid_pairs
+from ..errors import SotopiaError
 from ..runner import EpisodeError, EpisodeRunner, EpisodeSetup, RunnerEvents, new_episode
 from ..store import NotFound, Store
 from ..store.leases import EpisodeBusy, pause_interrupted
@@ -67,49 +67,6 @@ def stdin_players(models: list[str]) -> dict[int, ChatBackend]:
         for side, model in enumerate(models)
         if parse_model_name(model).is_human
     }
-
-
-def find_character(store: Store, text: str) -> str:
-    """The id of the one character with this id or name; an exact full name beats a partial one."""
-    matches = store.find_characters(text)
-    exact = [c for c in matches if text.lower() in (c.id.lower(), c.name.lower())]
-    candidates = exact or matches
-    if len(candidates) == 1:
-        return candidates[0].id
-    if not candidates:
-        raise EpisodeError(f"no character has the id or name {text!r}; see `sotopia-pi characters list`")
-    listed = "; ".join(f"{c.name} ({c.id})" for c in candidates[:10])
-    raise EpisodeError(
-        f"{text!r} matches {len(candidates)} characters: {listed}; write a full name or an id"
-    )
-
-
-def choose_characters(
-    store: Store, scenario_id: str, pairing: str | None, characters: str | None
-) -> tuple[str, str]:
-    if pairing and characters:
-        raise EpisodeError("pass either --pairing or --characters, not both")
-    if pairing:
-        found = store.pairing(pairing)
-        if found.scenario_id != scenario_id:
-            raise EpisodeError(f"pairing {pairing} belongs to scenario {found.scenario_id}, not {scenario_id}")
-        return found.agent_ids[0], found.agent_ids[1]
-    if characters:
-        names = [part.strip() for part in characters.split(",")]
-        if len(names) != 2 or not all(names):
-            raise EpisodeError("--characters takes two names or ids separated by a comma")
-        return find_character(store, names[0]), find_character(store, names[1])
-    stored = store.pairings(scenario_id)
-    if stored:
-        return stored[0].agent_ids[0], stored[0].agent_ids[1]
-    scenario = store.scenario(scenario_id)
-    pairs = valid_pairs(scenario, {c.id: c for c in store.characters()}, store.relationships())
-    if not pairs:
-        raise EpisodeError(
-            f"no pair of characters has the relationship scenario {scenario_id} needs "
-            f"({scenario.relationship.name}); pass --characters A,B"
-        )
-    return pairs[0]
 
 
 def episode_document(store: Store, episode: Episode) -> dict:
@@ -284,7 +241,7 @@ def run(
                 tags=tuple(tag or ()),
             )
             episode = new_episode(store, setup)
-        except (NotFound, EpisodeError, ModelNameError, DimensionSetError) as error:
+        except SotopiaError as error:
             raise fail(str(error))
         runner = EpisodeRunner(store, episode.id, backends=stdin_players(episode.agent_models))
         try:

@@ -14,9 +14,10 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, OptionList, 
 from textual.widgets.option_list import Option
 
 from sotopia_pi.adapters import list_adapters
+from sotopia_pi.casting import scenario_pairs
 from sotopia_pi.catalog import CatalogError, is_pulled, load_catalog
 from sotopia_pi.config import Settings
-from sotopia_pi.profiles import Character, RelationshipLevel, Scenario, valid_pairs
+from sotopia_pi.profiles import Character, RelationshipLevel, Scenario
 from sotopia_pi.runner import EpisodeSetup, new_episode
 from sotopia_pi.visibility import render_goal
 
@@ -346,10 +347,8 @@ class LibraryScreen(Screen):
             f"({level_name(scenario.relationship)})"
         )
         store = self.app.store  # type: ignore[attr-defined]
-        fixed = [tuple(p.agent_ids) for p in store.pairings(scenario.id)]
-        fitting = valid_pairs(scenario, self.characters, self.relationships)
-        pairs = [p for p in fixed if p[0] in self.characters and p[1] in self.characters]
-        pairs += [p for p in fitting if p not in pairs]
+        found = scenario_pairs(store, scenario, self.characters, self.relationships)
+        pairs = found.pairs
         self.pairs = pairs  # type: ignore[assignment]
         pair_list = self.query_one("#pair-list", OptionList)
         pair_list.clear_options()
@@ -365,7 +364,7 @@ class LibraryScreen(Screen):
             label = Text.assemble(
                 (self.characters[first].name, "bold"), " & ", (self.characters[second].name, "bold")
             )
-            if (first, second) in fixed:
+            if (first, second) in found.on_record:
                 label.append("  (pairing on record)", style="dim")
             pair_list.add_option(Option(label, id=f"{first}|{second}"))
         firsts = list(dict.fromkeys(first for first, _ in pairs))
