@@ -1,29 +1,30 @@
 """The live episode: the transcript streams, scores update, a person can take over either side.
 
-The runner plays in a thread worker; its callbacks come back as messages (tui.messages).
+A RunnerSession (sotopia_pi/session.py) plays the episode in its own thread and owns its
+control; this screen drives it and shows what it reports, its events coming back as messages.
 Everything the runner commits is in the store the moment it happens, so leaving this screen,
 a model failure or a crash loses nothing already played.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
-from textual.worker import Worker, WorkerState
 
 from sotopia_pi.adapters import list_adapters
-from sotopia_pi.backends import ChatBackend, create_backend, parse_model_name
+from sotopia_pi.backends import ChatBackend, ModelSpec, create_backend
 from sotopia_pi.episode import Episode, EpisodeStatus, Evaluation
 from sotopia_pi.judge import load_dimension_set
 from sotopia_pi.runner import EpisodeError, EpisodeRunner
+from sotopia_pi.session import RunnerSession
 from sotopia_pi.store import Store
 
 from ..clipboard import copy, turn_as_text
@@ -37,8 +38,48 @@ from .adapter_picker import AdapterPick, AdapterPickerScreen
 from .confirm import ConfirmScreen
 from .reasoning import ReasoningScreen
 
-ACTIVE = (WorkerState.PENDING, WorkerState.RUNNING)
 STREAM_REDRAW_SECONDS = 0.05
+
+
+class RunEnded(Message):
+    def __init__(self, error: BaseException | None) -> None:
+        super().__init__()
+        self.error = error
+
+
+class AdapterSwapped(Message):
+    def __init__(self, side: int, spec: ModelSpec) -> None:
+        super().__init__()
+        self.side = side
+        self.spec = spec
+
+
+class SwapFailed(Message):
+    def __init__(self, side: int, error: BaseException) -> None:
+        super().__init__()
+        self.side = side
+        self.error = error
+
+
+class ScreenEvents(PostingEvents):
+    """The session's events for the live screen: posted as messages, except `closed`, which
+    comes after the screen is gone and frees the episode for the app at once."""
+
+    def __init__(self, screen: "EpisodeScreen") -> None:
+        super().__init__(screen)
+        self.screen = screen
+
+    def run_ended(self, episode: Episode, error: BaseException | None) -> None:
+        self._post(RunEnded(error))
+
+    def model_changed(self, side: int, spec: ModelSpec) -> None:
+        self._post(AdapterSwapped(side, spec))
+
+    def swap_failed(self, side: int, error: BaseException) -> None:
+        self._post(SwapFailed(side, error))
+
+    def closed(self) -> None:
+        self.screen.busy.pop(self.screen.episode.id, None)
 
 
 def official_or_latest(history: list[Evaluation]) -> Evaluation | None:
@@ -75,25 +116,14 @@ class EpisodeScreen(Screen):
     ) -> None:
         super().__init__()
         self.store = store
-        self.runner = EpisodeRunner(
-            store, episode_id, events=PostingEvents(self), backend_factory=backend_factory
-        )
-        self.episode: Episode = self.runner.episode.model_copy(deep=True)
+        self.session = RunnerSession(store, episode_id, events=ScreenEvents(self), backend_factory=backend_factory)
+        self.episode: Episode = self.session.episode.model_copy(deep=True)
         self.autostart = autostart
         self.dimensions = load_dimension_set(self.episode.settings.get("dimension_set", "sotopia"))
         self.names = self.runner.names
-        self._worker: Worker | None = None
-        self._runner_busy = threading.Event()
-        self._release_lock = threading.Lock()
-        self._released = False
-        self._pausing = False
-        self._leaving = False
-        self._current: tuple[int, int, bool] | None = None  # (turn index, side, by a person)
         self._error = ""
         self._streamed: tuple[int, str] | None = None  # (turn index, argument) not yet drawn
-        self._busy: dict[str, EpisodeScreen] = {}  # the app's episodes with a live runner
-        self.person_sides = {side for side in (0, 1) if self.runner.is_human(side)}
-        self._sync_lock = threading.Lock()
+        self.busy: dict[str, EpisodeScreen] = {}  # the app's episodes with a live session
         self._stopping_empty = False  # a stop asked before any turn was played
         self._discarded = False
 
@@ -110,8 +140,8 @@ class EpisodeScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self._busy = self.app.busy_episodes  # type: ignore[attr-defined]
-        self._busy[self.episode.id] = self
+        self.busy = self.app.busy_episodes  # type: ignore[attr-defined]
+        self.busy[self.episode.id] = self
         self.query_one(Transcript).load(self.runner.turns)
         self._refresh_scores()
         self._show_swaps()
@@ -128,14 +158,27 @@ class EpisodeScreen(Screen):
         return self.episode.status in (EpisodeStatus.finished, EpisodeStatus.failed)
 
     @property
+    def runner(self) -> EpisodeRunner:
+        return self.session.runner
+
+    @property
     def playing(self) -> bool:
-        """Whether the runner's thread is at work. (Not the worker's state: Textual marks a
-        worker cancelled when its screen closes, while the thread plays on to the turn's end.)"""
-        return self._runner_busy.is_set()
+        """Whether the session's thread is at work (a turn, or the judge's terminal score)."""
+        return self.session.playing
+
+    @property
+    def person_sides(self) -> frozenset[int]:
+        return self.session.person_sides
+
+    @property
+    def _current(self) -> tuple[int, int, bool] | None:
+        """(turn index, side, by a person) of the turn in progress, or None."""
+        current = self.session.current
+        return (current.index, current.side, current.by_human) if current is not None else None
 
     def side_label(self, side: int) -> str:
         """Who plays the side now, and who played its earlier turns when that was someone else."""
-        model = self.episode.agent_models[side]
+        model = self.session.specs[side].name
         person, by_model = side_players(self.runner.turns).get(side, (False, False))
         if side in self.person_sides:
             player = f"YOU (took over from {model})" if by_model else "YOU"
@@ -154,7 +197,7 @@ class EpisodeScreen(Screen):
         lines.append(f"{self.side_label(0)}  vs  {self.side_label(1)}\n")
         lines.append(f"judge: {judge} ({live})   ", style="dim")
         status = episode.status.value
-        if self._pausing and self.playing:
+        if self.session.pausing and self.playing:
             status = "pausing after this turn"
         elif self.finished and self.playing and episode.judge_model:
             status = "finished; the judge is scoring the whole episode…"
@@ -226,44 +269,15 @@ class EpisodeScreen(Screen):
     # -- running --------------------------------------------------------------------------
 
     def _start(self, step: bool) -> None:
-        if self.playing:
-            return
         self._error = ""
-        self._pausing = False
-        self._runner_busy.set()
-        self._worker = self._play(step)
-        self._refresh_header()
+        if self.session.start(step=step):
+            self._refresh_header()
 
-    @work(thread=True, exit_on_error=False, group="episode", description="playing the episode")
-    def _play(self, step: bool) -> None:
-        try:
-            if step:
-                self.runner.step()
-            else:
-                self.runner.run()
-        finally:
-            self._runner_busy.clear()
-            if self._leaving:  # the screen is gone and will not hear that the worker ended
-                self._release()
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group == "control" and event.state == WorkerState.ERROR:
-            self.notify(str(event.worker.error), title="Could not switch sides", severity="error")
-        if event.worker.group == "adapter" and event.state == WorkerState.ERROR:
-            self.notify(
-                f"{event.worker.error}\nThe side keeps the model it had.",
-                title="Could not swap the adapter",
-                severity="error",
-                timeout=15,
-            )
-        if event.worker is not self._worker or event.state in ACTIVE:
-            return
-        if event.state == WorkerState.ERROR:
-            error = event.worker.error
-            self._error = f"The episode stopped on an error: {describe(error)}"
-            self.notify(describe(error), title="Episode error", severity="error", timeout=10)
-        self._pausing = False
-        self._current = None
+    @on(RunEnded)
+    def _run_ended(self, message: RunEnded) -> None:
+        if message.error is not None:
+            self._error = f"The episode stopped on an error: {describe(message.error)}"
+            self.notify(describe(message.error), title="Episode error", severity="error", timeout=10)
         self.query_one(Transcript).drop_pending()
         self.query_one(ScorePanel).set_judging(False)
         self._refresh_header()
@@ -276,7 +290,6 @@ class EpisodeScreen(Screen):
 
     @on(TurnStarted)
     def _turn_started(self, message: TurnStarted) -> None:
-        self._current = (message.index, message.agent, message.by_human)
         self.query_one(Transcript).start_turn(message.index, message.agent, message.by_human)
         self._refresh_header()
         self._show_takeover(message.agent if message.by_human else None)
@@ -299,7 +312,6 @@ class EpisodeScreen(Screen):
     def _turn_committed(self, message: TurnCommitted) -> None:
         self.query_one(Transcript).commit(message.turn)
         self._show_swaps()
-        self._current = None
         self._refresh_header()
         self._show_takeover()
 
@@ -333,7 +345,7 @@ class EpisodeScreen(Screen):
             self.notify("It is not your turn yet.", severity="warning")
             return
         try:
-            self.runner.submit(message.side, message.action)
+            self.session.submit(message.side, message.action)
         except EpisodeError as error:
             self.notify(describe(error), severity="error")
 
@@ -343,8 +355,7 @@ class EpisodeScreen(Screen):
         if self.finished:
             self.notify("The episode is over.")
         elif self.playing:
-            self._pausing = True
-            self.runner.pause()
+            self.session.pause()
             self._refresh_header()
         else:
             self._start(step=False)
@@ -361,14 +372,13 @@ class EpisodeScreen(Screen):
         if self.finished:
             self.notify("The episode is already over.")
             return
-        self.runner.stop()
         if self.runner.turns:
             self.notify("Stopping: the judge scores what was played.")
         else:
             self._stopping_empty = True
             self.notify("Stopping before any turn: there is nothing to judge.")
-        if not self.playing:
-            self._start(step=False)
+        self.session.stop()
+        self._refresh_header()
 
     def _ask_keep_or_discard(self) -> None:
         """After a stop before any turn: the episode is paused, not finished; keep it or not."""
@@ -399,14 +409,11 @@ class EpisodeScreen(Screen):
         if self.finished:
             self.notify("The episode is over; there is nothing left to play.")
             return
-        # The screen changes at once (so the next keys go to the text box); the runner is told
-        # off the UI thread, since it may hold its lock while it loads a model.
-        self.person_sides.add(side)
+        self.session.take_over(side)  # a model generating for the side is cancelled at once
         self._refresh_header()
         self._show_takeover(side)
         self.query_one("#argument", Input).focus()
         self.notify(f"You play {self.names[side]} now. ^b hands it back to its model.", timeout=4)
-        self._sync_runner()
 
     def action_hand_back(self) -> None:
         panel = self.query_one(TakeoverPanel)
@@ -414,28 +421,19 @@ class EpisodeScreen(Screen):
         if side is None:
             self.notify("No side is played by you.")
             return
-        model = self.episode.agent_models[side]
-        if parse_model_name(model).is_human:
+        spec = self.session.specs[side]
+        if spec.is_human:
             self.notify(f"{self.names[side]} has no model to hand back to: you play it in this episode.")
             return
-        self.person_sides.discard(side)
+        try:
+            self.session.hand_back(side)
+        except EpisodeError as error:
+            self.notify(describe(error), title="Could not switch sides", severity="error")
+            return
         self.query_one(Transcript).focus()
         self._refresh_header()
         self._show_takeover()
-        self.notify(f"{self.names[side]} is played by {model} again.", timeout=4)
-        self._sync_runner()
-
-    @work(thread=True, exit_on_error=False, group="control", description="switching who plays a side")
-    def _sync_runner(self) -> None:
-        """Make the runner match `person_sides`. Each call applies the latest wish, so quick
-        takeovers and hand-backs cannot be applied out of order."""
-        with self._sync_lock:
-            for side in (0, 1):
-                wanted = side in self.person_sides
-                if wanted and not self.runner.is_human(side):
-                    self.runner.take_over(side)
-                elif not wanted and self.runner.is_human(side):
-                    self.runner.hand_back(side)
+        self.notify(f"{self.names[side]} is played by {spec.name} again.", timeout=4)
 
     # -- adapters -------------------------------------------------------------------------
 
@@ -447,11 +445,7 @@ class EpisodeScreen(Screen):
 
     def model_sides(self) -> dict[int, str]:
         """The sides a model plays (possibly on hold while a person plays it), with labels."""
-        return {
-            side: f"{self.names[side]} (side {side + 1})"
-            for side in (0, 1)
-            if not parse_model_name(self.episode.agent_models[side]).is_human
-        }
+        return {side: f"{self.names[side]} (side {side + 1})" for side in self.session.model_sides()}
 
     def action_pick_adapter(self) -> None:
         if self.finished:
@@ -466,7 +460,7 @@ class EpisodeScreen(Screen):
         except Exception as error:  # a record that no longer validates
             self.notify(describe(error), title="Cannot read the adapters", severity="error")
             return
-        specs = {side: parse_model_name(self.episode.agent_models[side]) for side in sides}
+        specs = {side: self.session.specs[side] for side in sides}
         self.app.push_screen(
             AdapterPickerScreen(
                 records,
@@ -485,17 +479,21 @@ class EpisodeScreen(Screen):
         reference = pick.record.reference if pick.record is not None else None
         what = f"adapter {reference}" if reference else "the base model"
         self.notify(f"{self.names[pick.side]} plays with {what} from its next turn.", timeout=4)
-        self._swap_adapter(pick.side, reference)
+        self.session.swap_adapter_later(pick.side, reference)  # waits for the side's turn in progress
 
-    @work(thread=True, exit_on_error=False, group="adapter", description="swapping an adapter")
-    def _swap_adapter(self, side: int, reference: str | None) -> None:
-        """Off the UI thread: the runner waits for the side's turn in progress to be committed."""
-        self.runner.set_adapter(side, reference)
-        self.app.call_from_thread(self._adapter_swapped, side)
-
-    def _adapter_swapped(self, side: int) -> None:
-        self.episode.agent_models[side] = self.runner.episode.agent_models[side]
+    @on(AdapterSwapped)
+    def _adapter_swapped(self, message: AdapterSwapped) -> None:
+        self.episode.agent_models[message.side] = message.spec.name
         self._refresh_header()
+
+    @on(SwapFailed)
+    def _swap_failed(self, message: SwapFailed) -> None:
+        self.notify(
+            f"{describe(message.error)}\nThe side keeps the model it had.",
+            title="Could not swap the adapter",
+            severity="error",
+            timeout=15,
+        )
 
     def action_copy_id(self) -> None:
         copy(self.app, self.episode.id, "the episode id")
@@ -519,42 +517,15 @@ class EpisodeScreen(Screen):
             self.query_one(Transcript).focus()
             return
         if self.playing:
-            self.runner.pause()
-            self.notify("The episode pauses after this turn; resume it from the inspector (F3).")
+            self.notify("The episode is paused; resume it from the inspector (F3).")
         self.dismiss()
 
     def on_unmount(self) -> None:
-        self._leaving = True
-        if self.playing:
-            self.pause_now()  # the worker closes the runner when it returns
-        else:
-            # Freeing the models waits for any call still using them (a live judge): never on
-            # the UI thread.
-            threading.Thread(target=self._release, name="close-episode").start()
+        # A turn in progress is cancelled and played again on resume; the models are freed in
+        # the background (that waits for any call still using them, such as a live judge).
+        self.session.close(wait=False)
 
     def pause_now(self) -> None:
-        """Pause at once rather than after the turn in progress (off the UI thread, since the
-        runner may hold its lock)."""
-        self._pausing = True
-        threading.Thread(target=self._interrupt, name="pause-episode").start()
-
-    def _interrupt(self) -> None:
-        """Pause and abandon the model's turn in progress (it is played again on resume).
-        The runner has no call for that alone; a takeover of the side that is generating
-        cancels its turn, and with the pause set the runner stops there. The takeover lives
-        only in this runner, which is about to close: the stored episode is unchanged."""
-        self.runner.pause()
-        current = self._current
-        if current is not None and not current[2]:
-            self.runner.take_over(current[1])
-
-    def _release(self) -> None:
-        """Free the models, then let the episode be opened again (any thread, once)."""
-        with self._release_lock:
-            if self._released:
-                return
-            self._released = True
-        try:
-            self.runner.close()
-        finally:
-            self._busy.pop(self.episode.id, None)
+        """Pause at once rather than after the turn in progress (the app quitting)."""
+        self.session.pause(now=True)
+        self._refresh_header()

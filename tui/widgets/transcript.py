@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
-from sotopia_pi.backends import ModelNameError, parse_model_name
+from sotopia_pi.backends import adapter_identity
 from sotopia_pi.episode import ActionType, Turn
 from sotopia_pi.prompts import partial_argument
 
@@ -33,23 +33,18 @@ class AdapterChange:
 
 
 def turn_adapter(turn: Turn) -> str | None:
-    """The adapter a model's turn was played with, from the model name the turn records."""
-    try:
-        return parse_model_name(turn.model).adapter
-    except (ModelNameError, ValueError):
-        return None
+    """The adapter a model's turn was played with, as the turn records it (None: the base)."""
+    return turn.adapter or None
 
 
 def adapter_label(adapter: str | None) -> str:
-    """A short name: `NAME@vN` for a registered adapter's file, a path's last part, or as given."""
+    """A short name: `NAME@vN` for a registered adapter's file, NAME for a shipped one, a
+    path's last part, or as given."""
     if not adapter:
         return "the base model"
-    parts = Path(adapter).parts
-    for position in range(len(parts) - 2):  # <home>/adapters/NAME/vN/...
-        name, version = parts[position + 1], parts[position + 2]
-        if parts[position] == "adapters" and version[:1] == "v" and version[1:].isdigit():
-            return f"{name}@{version}"
-    return parts[-1] if len(parts) > 1 else adapter
+    identity = adapter_identity(adapter)
+    parts = Path(identity).parts
+    return parts[-1] if len(parts) > 1 else identity
 
 
 def adapter_changes(turns: list[Turn]) -> list[AdapterChange]:
