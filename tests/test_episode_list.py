@@ -93,3 +93,35 @@ def test_limit_caps_the_rows(store: Store):
     fill(store)
     assert ids(list_episodes(store, limit=2)) == ["E3", "E2"]
     assert count_episodes(store) == 3
+
+
+def test_an_adapter_swapped_in_mid_episode_is_found_from_its_turns(store: Store):
+    from sotopia_pi.episode import ActionType, Turn
+
+    fill(store)
+    add_episode(store, "E4", "2025-01-01T00:00:04", status=EpisodeStatus.finished)
+    store.add_turn(Turn(episode_id="E4", index=0, agent=0, action_type=ActionType.speak, argument="hi",
+                        model="embedded-base", adapter="round2@v3"))
+    assert ids(list_episodes(store, EpisodeFilter(adapter="ROUND2@v3"))) == ["E4"]
+    assert ids(list_episodes(store, EpisodeFilter(adapter="round"))) == ["E4", "E2"]
+
+
+def test_an_exact_scenario_id_filter(store: Store):
+    fill(store)
+    assert ids(list_episodes(store, EpisodeFilter(scenario_id="bike-sale"))) == ["E3", "E2", "E1"]
+    assert list_episodes(store, EpisodeFilter(scenario_id="bike")) == []
+
+
+def test_the_cli_lists_what_the_inspector_lists(store: Store):
+    import json
+
+    from .helpers import cli
+
+    fill(store)
+    result = cli("episodes", "list", "--model", "qwen", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["episodes"] == [
+        row.model_dump(mode="json") for row in list_episodes(store, EpisodeFilter(model="qwen"))
+    ]
+    text = cli("episodes", "list", "--adapter", "round1", "--scenario", "bike_sale").stdout
+    assert [line.split()[0] for line in text.splitlines()] == ["E2"]

@@ -10,10 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import episode_list
 from ..backends import BackendError, ChatBackend, ModelNameError, parse_model_name
 from ..backends.human import HumanBackend
 from ..casting import choose_characters
 from ..episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Episode, EpisodeStatus, Turn
+from ..episode_list import EpisodeFilter
 from ..errors import SotopiaError
 from ..runner import EpisodeError, EpisodeRunner, EpisodeSetup, RunnerEvents, new_episode
 from ..store import NotFound, Store
@@ -330,27 +332,31 @@ def judge_again(
 def list_episodes(
     status: Annotated[Optional[EpisodeStatus], typer.Option()] = None,
     scenario: Annotated[Optional[str], typer.Option(help="scenario id or codename")] = None,
-    model: Annotated[Optional[str], typer.Option(help="episodes where either side used this model")] = None,
+    model: Annotated[Optional[str], typer.Option(help="part of either side's model name")] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="part of the adapter either side played with")] = None,
     tag: Annotated[Optional[str], typer.Option()] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Stored episodes, newest first."""
+    """Stored episodes, newest first (the list the TUI's inspector shows)."""
     with open_store() as store:
         try:
-            scenario_id = store.scenario(scenario).id if scenario else None
+            scenario_id = store.scenario(scenario).id if scenario else ""
         except NotFound as error:
             raise fail(str(error))
-        rows = store.episode_rows(status=status, scenario_id=scenario_id, model=model, tag=tag, limit=limit)
+        filters = EpisodeFilter(
+            status=status, scenario_id=scenario_id, model=model or "", adapter=adapter or "", tag=tag or ""
+        )
+        rows = episode_list.list_episodes(store, filters, limit=limit)
     if as_json:
-        emit_json({"episodes": rows})
+        emit_json({"episodes": [row.model_dump(mode="json") for row in rows]})
         return
     if not rows:
         typer.echo("no episodes yet; play one with: sotopia-pi run --scenario CODENAME")
     for row in rows:
         typer.echo(
-            f"{row['id']}  {row['status']:<8} {row['turn_count']:>2} turns  {row['scenario_id']}  "
-            f"{row['agent1_model']} vs {row['agent2_model']}  {row['created_at']}"
+            f"{row.id}  {row.status.value:<8} {row.turn_count:>2} turns  {row.scenario}  "
+            f"{row.agent_models[0]} vs {row.agent_models[1]}  {row.created_at}"
         )
 
 
