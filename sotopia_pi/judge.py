@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import tomllib
@@ -32,11 +33,11 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from .errors import SotopiaError
 from . import paths
 from .backends import BackendError, Cancelled, ChatBackend, Completion
-from .backends.base import ChoiceFilling
-from .episode import AgentEvaluation, ChatMessage, DimensionScore, Evaluation, Turn, overall_score
+from .backends.base import ChoiceFilling, PromptReading
+from .episode import ActionType, AgentEvaluation, ChatMessage, DimensionScore, Evaluation, Turn, overall_score
 from .profiles import Character, Scenario
 from .model_text import clean_text, read_json_object
-from .prompts import history_lines, load_json_object
+from .prompts import history_lines, load_json_object, partial_argument
 from .visibility import judge_view
 
 REASONING_MAX_CHARS = 160
@@ -218,7 +219,7 @@ def live_format(characters: tuple[Character, Character], dimensions: DimensionSe
 
 def live_task(after_turn: int) -> str:
     """The request that ends a live prompt: short, since every live call re-reads it."""
-    return f"Scores so far, after Turn #{after_turn}?"
+    return f"Scores after Turn #{after_turn}?"
 
 
 def live_messages(
@@ -245,6 +246,23 @@ def warm_up_messages(
     task: what the judge's KV cache can hold before the next turn is played."""
     user = judge_context(scenario, characters, played, dimensions).removesuffix(NOTHING_HAPPENED)
     return [ChatMessage(role="system", content=JUDGE_SYSTEM), ChatMessage(role="user", content=user)]
+
+
+_STREAMED_ACTION_TYPE = re.compile(r'"action_type"\s*:\s*"([^"]*)"')
+_SHOWN_ACTIONS = {ActionType.speak, ActionType.non_verbal, ActionType.action}
+
+
+def streamed_turn(episode_id: str, index: int, agent: int, streamed: str) -> Turn | None:
+    """A turn as its model has written it so far (a JSON action, cut anywhere), for the judge to
+    read ahead; None until its action type and some of an argument that the transcript shows
+    are there."""
+    match = _STREAMED_ACTION_TYPE.search(streamed)
+    if match is None or match.group(1) not in {kind.value for kind in _SHOWN_ACTIONS}:
+        return None
+    argument = partial_argument(streamed).strip()
+    if not argument:
+        return None
+    return Turn(episode_id=episode_id, index=index, agent=agent, action_type=ActionType(match.group(1)), argument=argument)
 
 
 def parse_agent_evaluation(text: str, dimensions: DimensionSet) -> AgentEvaluation:
@@ -407,18 +425,36 @@ class Judge:
         cancel: threading.Event | None = None,
     ) -> None:
         """Read the opening all of the episode's judge prompts share, with the turns already
-        played (a resumed episode), into the backend's KV cache (one sampled token), so that the
-        first live call reads only the next turn. A failure is left for the real calls to report;
-        Cancelled propagates."""
+        played (a resumed episode), into the backend's KV cache (`read_ahead`, or one sampled
+        token), so that the first live call reads only the next turn. A failure is left for the
+        real calls to report; Cancelled propagates."""
+        messages = warm_up_messages(scenario, characters, self.dimensions, played)
         try:
-            self.backend.complete(
-                warm_up_messages(scenario, characters, self.dimensions, played),
-                max_tokens=1,
-                temperature=0.0,
-                cancel=cancel,
-            )
+            if isinstance(self.backend, PromptReading):
+                self.backend.read_ahead(messages, cancel=cancel)
+            else:
+                self.backend.complete(messages, max_tokens=1, temperature=0.0, cancel=cancel)
         except BackendError as error:
             log.info("the live judge's warm-up failed: %s", error)
+
+    def read_ahead(
+        self,
+        scenario: Scenario,
+        characters: tuple[Character, Character],
+        turns: Sequence[Turn],
+        cancel: threading.Event | None = None,
+    ) -> bool:
+        """Read the opening and `turns` (the last may be a turn still being written, as far as
+        it goes) into the backend's KV cache while the turn is played, so that its live call
+        reads only the turn's last words and the task. False where the backend cannot (nothing
+        read); a failure is left for the live call to report; Cancelled propagates."""
+        if not isinstance(self.backend, PromptReading):
+            return False
+        try:
+            self.backend.read_ahead(warm_up_messages(scenario, characters, self.dimensions, turns), cancel=cancel)
+        except BackendError as error:
+            log.info("the live judge could not read ahead: %s", error)
+        return True
 
     def _record(
         self,
@@ -470,6 +506,9 @@ class Judge:
         return parse_agent_evaluation(completion.text, self.dimensions)
 
 
+READ_AHEAD_CHARS = 60  # about 15 tokens: each read-ahead also re-reads a few tokens it read before
+
+
 class LiveEvaluator:
     """Scores the episode after each turn, in its own thread, without holding the runner up.
 
@@ -483,6 +522,8 @@ class LiveEvaluator:
     so a judge backend with a KV cache re-reads just the new turn and the short task.
     `warm_up=True` reads the shared opening (and the `played` turns, those of the episode
     before this evaluator started, which it does not score) while the next turn is played.
+    `turn_streaming` lets the judge, while it has nothing to score, read the turn being played
+    as its model writes it (`Judge.read_ahead`), so that scoring it reads only its last words.
     """
 
     def __init__(
@@ -505,6 +546,9 @@ class LiveEvaluator:
         self._scored_through = self._played[-1].index if self._played else -1
         self._warm_up = warm_up
         self._pending: list[Turn] | None = None
+        self._streaming: tuple[tuple[Turn, ...], int, int, str] | None = None
+        self._streamed_read = 0  # characters of the streaming turn read ahead
+        self._reads_ahead = True
         self._condition = threading.Condition()
         self._closing = False
         self._finishing = False
@@ -512,6 +556,7 @@ class LiveEvaluator:
         self.completed = 0
         self.coalesced = 0
         self.skipped = 0
+        self.read_aheads = 0
         self._thread = threading.Thread(target=self._loop, name="live-judge", daemon=True)
         self._thread.start()
 
@@ -523,7 +568,21 @@ class LiveEvaluator:
             if self._pending is not None:
                 self.coalesced += 1
             self._pending = list(turns)
+            self._streaming = None
             self._condition.notify()
+
+    def turn_streaming(self, turns: Sequence[Turn], index: int, agent: int, streamed: str) -> None:
+        """Turn `index`, after `turns`, is being played: `agent`'s model has written `streamed`
+        so far (its JSON action). Never blocks. Whenever READ_AHEAD_CHARS more have come and
+        nothing waits to be scored, the judge reads the turn so far into its KV cache."""
+        with self._condition:
+            if self._closing or not self._reads_ahead:
+                return
+            if self._streaming is None or self._streaming[1] != index or len(streamed) < self._streamed_read:
+                self._streamed_read = 0  # a new turn, or one played again
+            self._streaming = (tuple(turns), index, agent, streamed)
+            if self._read_ahead_due():
+                self._condition.notify()
 
     def close(self, *, finish: bool = False, cancel_running: bool = True, timeout: float | None = None) -> None:
         """Stop the live judge. `finish=True` lets it score the newest requested turn first (the
@@ -542,25 +601,46 @@ class LiveEvaluator:
             self._cancel.set()
             self._thread.join(timeout)
 
-    def _next_request(self) -> list[Turn] | None:
+    def _read_ahead_due(self) -> bool:
+        return self._streaming is not None and len(self._streaming[3]) - self._streamed_read >= READ_AHEAD_CHARS
+
+    def _next_job(self) -> tuple[str, list[Turn]] | tuple[str, tuple] | None:
+        """("score", turns) first, else ("read", the streaming turn), or None: stop."""
         with self._condition:
-            while self._pending is None and not self._closing:
+            while self._pending is None and not self._closing and not self._read_ahead_due():
                 self._condition.wait()
-            if self._closing and not self._finishing:
+            if self._pending is not None and (self._finishing or not self._closing):
+                turns, self._pending = self._pending, None
+                return "score", turns
+            if self._closing:
                 return None
-            turns, self._pending = self._pending, None
-            return turns
+            assert self._streaming is not None
+            self._streamed_read = len(self._streaming[3])
+            return "read", self._streaming
 
     def _loop(self) -> None:
         try:
             if self._warm_up:
                 self._judge.warm_up(self._scenario, self._characters, self._played, cancel=self._cancel)
-            while (turns := self._next_request()) is not None:
-                self._score(turns)
+            while (job := self._next_job()) is not None:
+                if job[0] == "score":
+                    self._score(job[1])
+                else:
+                    self._read_ahead(*job[1])
         except Cancelled:
             return
         except Exception:  # a bug must not pass silently; the episode plays on without live scores
             log.exception("the live judge of episode %s stopped", self._episode_id)
+
+    def _read_ahead(self, turns: tuple[Turn, ...], index: int, agent: int, streamed: str) -> None:
+        partial = streamed_turn(self._episode_id, index, agent, streamed)
+        if partial is None:
+            return
+        if self._judge.read_ahead(self._scenario, self._characters, [*turns, partial], cancel=self._cancel):
+            self.read_aheads += 1
+        else:
+            with self._condition:
+                self._reads_ahead = False  # the judge's backend keeps no cache to read into
 
     def _score(self, turns: list[Turn]) -> None:
         newest = turns[-1].index if turns else -1

@@ -530,7 +530,11 @@ class EpisodeRunner:
 
         def on_token(piece: str) -> None:
             streamed.append(piece)
-            self.events.token(self.episode.id, index, side, partial_argument("".join(streamed)))
+            so_far = "".join(streamed)
+            self.events.token(self.episode.id, index, side, partial_argument(so_far))
+            live = self._live
+            if live is not None and not by_human:  # the live judge reads the turn as it comes
+                live.turn_streaming(self.turns, index, side, so_far)
 
         started = time.perf_counter()
         try:

@@ -96,6 +96,20 @@ def test_generation_after_a_fill_reuses_the_cache_and_answers_as_from_an_empty_c
     assert cold.cached_tokens == 0 and cold.text == warm.text
 
 
+def test_a_prompt_read_ahead_leaves_only_its_last_words_to_read(backend: LlamaCppBackend):
+    blank = [[str(value) for value in range(11)]]
+    story = " Tomas said he would pay 1,250 in cash today if the seller kept the rain cover on it."
+    backend.reset_cache()
+    read = backend.read_ahead(ask(QUESTIONS[3], story[:60]))
+    assert read.cached_tokens == 0 and read.prompt_tokens > 40 and read.text == ""
+    again = backend.read_ahead(ask(QUESTIONS[3], story[:60]))
+    assert again.cached_tokens == again.prompt_tokens == read.prompt_tokens  # nothing new to read
+    warm = backend.fill_choices(ask(QUESTIONS[3], story), blank)
+    assert warm.prompt_tokens - warm.cached_tokens < 24  # the story's rest and the message's end
+    backend.reset_cache()
+    assert backend.fill_choices(ask(QUESTIONS[3], story), blank).text == warm.text
+
+
 def test_fixed_text_is_kept_and_a_single_allowed_string_needs_no_choice(backend: LlamaCppBackend):
     completion = backend.fill_choices(ask(QUESTIONS[0]), ["score=", ["7"], "; sure=", ["yes", "no"], "."])
     assert completion.text in {"score=7; sure=yes.", "score=7; sure=no."}

@@ -27,9 +27,10 @@ from sotopia_pi.judge import (
     live_schema,
     load_dimension_set,
     parse_live_scores,
+    streamed_turn,
     warm_up_messages,
 )
-from sotopia_pi.prompts import parse_action
+from sotopia_pi.prompts import parse_action, partial_argument
 from sotopia_pi.runner import EpisodeRunner, EpisodeSetup, RunnerEvents, new_episode
 from sotopia_pi.store import Store
 
@@ -87,11 +88,11 @@ def test_live_prompt_only_grows_and_shares_its_opening_with_the_terminal_prompt(
     characters = two_characters()
     turns = [spoken(0), Turn(episode_id="e", index=1, agent=1, action_type=ActionType.none), spoken(2), spoken(3)]
     prompts = [live_messages(bike_scenario(), characters, turns[: k + 1], DIMENSIONS) for k in range(len(turns))]
-    task_start = [p[-1].content.rindex("\n\nScores so far, after Turn #") for p in prompts]
+    task_start = [p[-1].content.rindex("\n\nScores after Turn #") for p in prompts]
     for earlier, later, cut in zip(prompts, prompts[1:], task_start):
         assert later[0] == earlier[0]  # the system message never changes
         assert later[-1].content.startswith(earlier[-1].content[:cut])  # only the task is re-read
-    assert prompts[-1][-1].content.endswith("Scores so far, after Turn #3?")
+    assert prompts[-1][-1].content.endswith("Scores after Turn #3?")
     opening = warm_up_messages(bike_scenario(), characters, DIMENSIONS)
     assert prompts[0][-1].content.startswith(opening[-1].content)
     terminal = judge_messages(bike_scenario(), characters, turns, 1, DIMENSIONS)
@@ -272,6 +273,75 @@ def test_close_with_finish_scores_the_waiting_turn_and_close_without_drops_it():
         assert [e.after_turn for e in results] == expected
 
 
+class ReadingJudge(ScriptedJudge):
+    """A scripted judge with a KV cache to read ahead into: records each read-ahead, and holds
+    in it while `read_gate` is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+        self.read_gate = threading.Event()
+        self.read_gate.set()
+        self.read = threading.Condition()
+
+    def read_ahead(self, messages, *, cancel=None):
+        with self.read:
+            self.reads.append(messages[-1].content)
+            self.read.notify_all()
+        if not self.read_gate.wait(WAIT_S):
+            raise BackendError("the test never opened the read gate")
+        return Completion(text="")
+
+
+STREAMED = action("speak", "It rides well, I'll give you that. Would you take 1,100 in cash today, or more?")
+
+
+def test_while_a_turn_is_written_the_judge_reads_it_ahead_and_scores_before_reading_more():
+    backend = ReadingJudge()
+    backend.read_gate.clear()
+    results, arrived, on_result = collect()
+    live = LiveEvaluator(Judge(backend, DIMENSIONS), "e", bike_scenario(), two_characters(), on_result)
+    first = [spoken(0)]
+    for end in range(8, len(STREAMED), 8):
+        live.turn_streaming(first, 1, 1, STREAMED[:end])
+        if end == 64:  # the first read-ahead is due: the judge holds in it while the rest streams
+            with backend.read:
+                assert backend.read.wait_for(lambda: backend.reads, WAIT_S)
+    final = spoken(1, parse_action(STREAMED)[0].argument)
+    live.request([*first, final])  # the turn is committed: scoring it comes before any reading
+    backend.read_gate.set()
+    wait_for(results, arrived, 1)
+    live.close(timeout=WAIT_S)
+    (read,) = backend.reads
+    assert read.endswith(f'Turn #1: Tomas Reyes said: "{partial_argument(STREAMED[:64])}"')
+    assert "It rides well" in read
+    (call,) = backend.calls
+    assert call["messages"][-1].content.startswith(read.removesuffix('"'))  # only the rest is new
+    assert results[0].after_turn == 1 and live.read_aheads == 1
+
+
+def test_a_judge_without_a_cache_to_read_into_is_asked_once_and_then_left_alone():
+    backend = ScriptedJudge()
+    judge = Judge(backend, DIMENSIONS)
+    assert not judge.read_ahead(bike_scenario(), two_characters(), [spoken(0)])
+    results, arrived, on_result = collect()
+    live = LiveEvaluator(judge, "e", bike_scenario(), two_characters(), on_result)
+    live.turn_streaming([spoken(0)], 1, 1, STREAMED)
+    live.request([spoken(0), spoken(1)])
+    wait_for(results, arrived, 1)
+    live.turn_streaming([spoken(0), spoken(1)], 2, 0, STREAMED)  # ignored from now on
+    live.close(timeout=WAIT_S)
+    assert len(backend.calls) == 1 and live.read_aheads == 0
+
+
+def test_only_a_shown_action_with_some_argument_is_read_ahead():
+    assert streamed_turn("e", 3, 1, '{"action_type": "spe') is None
+    assert streamed_turn("e", 3, 1, '{"action_type": "speak", "argument": "') is None
+    assert streamed_turn("e", 3, 1, '{"action_type": "leave", "argument": "bye') is None
+    turn = streamed_turn("e", 3, 1, '{"action_type": "non-verbal communication", "argument": "nods sl')
+    assert (turn.index, turn.agent, turn.action_type, turn.argument) == (3, 1, ActionType.non_verbal, "nods sl")
+
+
 class PacedAgent:
     """An agent backend that plays its script, but only once the live score of the turn before
     has arrived (a test of order, not of speed): the episode cannot go on if the judge waits."""
@@ -412,6 +482,51 @@ def test_a_step_leaves_the_live_judge_scoring_and_a_resume_skips_nothing_played_
         assert events.scored.wait_for(lambda: 1 in events.scored_turns, WAIT_S)
     resumed.close()
     assert [entry for entry in events.log if entry[0] == "provisional"] == [("provisional", 1, ())]
+
+
+class StreamingAgent:
+    """Streams each of its lines as a model would, and stops halfway until the live judge has
+    read that turn ahead (the runner must pass the stream on while the turn is played)."""
+
+    def __init__(self, lines: list[str], judge: ReadingJudge) -> None:
+        self.name = "streaming"
+        self._lines = iter(lines)
+        self._judge = judge
+
+    def complete(self, messages, *, on_token=None, **options):
+        text = next(self._lines)
+        index = PacedAgent._previous_turn(messages) + 1
+        for start in range(0, len(text), 8):
+            if start == 80:
+                with self._judge.read:
+                    seen = lambda: any(f"\nTurn #{index}: " in read for read in self._judge.reads)  # noqa: E731
+                    assert self._judge.read.wait_for(seen, WAIT_S), f"turn {index} was not read ahead"
+            on_token(text[start : start + 8])
+        return Completion(text=text, finish_reason="stop")
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_runner_lets_the_live_judge_read_each_turn_while_it_is_played(store: Store):
+    talk = [action("speak", f"line {i}, and a few more words about the price of the bike") for i in range(2)]
+    judge = ReadingJudge()
+    events = Recorder()
+    runner = EpisodeRunner(
+        store,
+        live_setup(store, max_turns=4),
+        events=events,
+        backends={side: StreamingAgent(talk, judge) for side in (0, 1)},
+        judge_backend=judge,
+    )
+    episode = runner.run()
+    runner.close()
+    assert episode.status == EpisodeStatus.finished
+    assert [e.after_turn for e in store.evaluations(episode.id, kind="provisional")] == [0, 1, 2, 3]
+    for index in range(4):
+        read = next(read for read in judge.reads if f"\nTurn #{index}: " in read)
+        assert read.rsplit("\n", 1)[1].startswith(f"Turn #{index}: ")  # the turn being played, last
+        assert f'said: "line {index // 2}, and' in read
 
 
 def test_a_local_judge_is_warmed_with_the_opening_and_the_turns_already_played(store: Store):

@@ -118,6 +118,14 @@ class ChoiceFilling(Protocol):
     ) -> Completion: ...
 
 
+@runtime_checkable
+class PromptReading(Protocol):
+    """A backend with a KV cache that can read a prompt ahead of time, generating nothing, so
+    that a later prompt extending it reads only what is new. Raises BackendError or Cancelled."""
+
+    def read_ahead(self, messages: list[ChatMessage], *, cancel: threading.Event | None = None) -> Completion: ...
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     kind: str  # embedded | embedded-base | gguf | catalog | openai | hf | human | replay

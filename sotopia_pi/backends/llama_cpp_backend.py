@@ -23,6 +23,7 @@ from .llama_native import (  # isort: skip
     chat_prompt_tokens,
     clear_adapters,
     grammar_is_valid,
+    keep_cached_prefix,
     lock_for,
     logits_after,
     open_llama,
@@ -38,6 +39,9 @@ from .schema import SchemaError, grammar_for_schema  # noqa: E402
 
 # Sampling defaults measured to keep SmolLM2 on topic without looping (feasibility §1).
 DEFAULT_SAMPLING = {"top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
+# Tokens `read_ahead` leaves unread: the chat template's end of message (6 with ChatML) and a
+# last word, which the prompt that extends this one may tokenize differently.
+READ_AHEAD_HOLD_BACK = 8
 SAMPLING_KEYS = {"top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
 
 
@@ -210,6 +214,34 @@ class LlamaCppBackend:
                 completion_tokens=filler.answer_tokens,
                 latency_ms=(time.perf_counter() - started) * 1000,
                 finish_reason="stop",
+            )
+
+    def read_ahead(self, messages: list[ChatMessage], *, cancel: threading.Event | None = None) -> Completion:
+        """Read the prompt `messages` make into the KV cache, generating nothing, so that a later
+        prompt that extends them reads only what is new. The prompt's last READ_AHEAD_HOLD_BACK
+        tokens are left out: the chat template's end of message, and a last word that the next
+        prompt may tokenize differently (a turn still being written)."""
+        chat = [_as_dict(message) for message in messages]
+        with self._lock:
+            self._check_open()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled before reading")
+            started = time.perf_counter()
+            try:
+                prompt = chat_prompt_tokens(self.llm, chat)[:-READ_AHEAD_HOLD_BACK]
+                self._check_room(len(prompt))
+                cached = keep_cached_prefix(self.llm, prompt) if prompt else self.llm.n_tokens
+                if cached < len(prompt):
+                    self.llm.eval(prompt[cached:])
+            except BackendError:
+                raise
+            except (ValueError, RuntimeError, NativeError) as error:
+                raise BackendError(f"{self.name}: llama.cpp failed: {error}") from error
+            return Completion(
+                text="",
+                prompt_tokens=len(prompt),
+                cached_tokens=cached,
+                latency_ms=(time.perf_counter() - started) * 1000,
             )
 
     def _template_part(self, part: str | Sequence[str]) -> "list[int] | _Choices":

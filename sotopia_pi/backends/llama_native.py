@@ -4,9 +4,10 @@
 - `LoraHandle`: runtime LoRA adapters through llama.cpp's low-level calls on a running Llama.
 - `grammar_is_valid`: asks llama.cpp itself whether a GBNF grammar parses.
 - `EvalMeter`: counts, exactly, how many prompt tokens one call took from the KV cache.
-- `chat_prompt_tokens`, `read_prompt`, `logits_after`: a chat prompt's tokens exactly as
-  `create_chat_completion` makes them, read into the KV cache behind its cached prefix, and the
-  next token's logits, for decoding without llama-cpp-python's sampler (`LlamaCppBackend.fill`).
+- `chat_prompt_tokens`, `keep_cached_prefix`, `read_prompt`, `logits_after`: a chat prompt's
+  tokens exactly as `create_chat_completion` makes them, read into the KV cache behind its cached
+  prefix, and the next token's logits, for decoding without llama-cpp-python's sampler
+  (`LlamaCppBackend.fill_choices`, `read_ahead`).
 
 Why AMX: llama.cpp built with GGML_NATIVE on a CPU that reports AMX puts quantized weights in an
 AMX "extra buffer"; under some hypervisors the first multi-token decode then dies with a general
@@ -263,15 +264,22 @@ def chat_prompt_tokens(llm: Llama, chat: list[dict]) -> list[int]:
     raise NativeError(f"the chat format {llm.chat_format!r} made no prompt")
 
 
-def read_prompt(llm: Llama, tokens: list[int]) -> tuple[int, np.ndarray]:
-    """Read `tokens` into the KV cache, keeping the longest prefix it already holds (as
-    `Llama.generate` does; at least the last token is read again, for its logits). Returns the
-    number of tokens taken from the cache and the logits of the token that follows."""
+def keep_cached_prefix(llm: Llama, tokens: list[int]) -> int:
+    """Keep, of what the KV cache holds, the longest prefix of `tokens` (as `Llama.generate`
+    does); its length. The cells after it are dropped by the next `Llama.eval`."""
     held = llm.input_ids[: llm.n_tokens]
-    length = min(len(held), len(tokens) - 1)
+    length = min(len(held), len(tokens))
     differ = np.flatnonzero(held[:length] != np.asarray(tokens[:length], dtype=held.dtype))
-    cached = int(differ[0]) if differ.size else length
-    llm.n_tokens = cached  # Llama.eval drops the cache's cells from n_tokens on
+    llm.n_tokens = int(differ[0]) if differ.size else length
+    return llm.n_tokens
+
+
+def read_prompt(llm: Llama, tokens: list[int]) -> tuple[int, np.ndarray]:
+    """Read `tokens` into the KV cache behind the prefix it already holds (at least the last
+    token is read again, for its logits). Returns the number of tokens taken from the cache and
+    the logits of the token that follows."""
+    cached = min(keep_cached_prefix(llm, tokens), len(tokens) - 1)
+    llm.n_tokens = cached
     return cached, logits_after(llm, tokens[cached:])
 
 
