@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     def agent_models(self) -> tuple[str, str]:
         return self.agent1_model, self.agent2_model
 
+    @property
+    def generation_model(self) -> str:
+        """The model that writes new scenarios unless told otherwise: the judge (the stronger
+        reader of the two roles), or the embedded model when episodes run unjudged."""
+        return self.judge_model or EMBEDDED
+
     def model_choices(self) -> list[ModelPreset]:
         """The presets, with the embedded model always among them (it is the offline fallback)."""
         choices = list(self.presets)

@@ -247,6 +247,18 @@ def test_cli_generate_json_stores_scenarios(tmp_path: Path):
     assert document["rejected"][0]["problem"].startswith("invalid: not valid JSON")
 
 
+def test_cli_generate_without_a_model_uses_the_settings_judge(tmp_path: Path):
+    from sotopia_pi import config
+
+    replay = tmp_path / "answers.json"
+    replay.write_text(json.dumps([answer()]), encoding="utf-8")
+    config.save(config.Settings(judge_model=f"replay:{replay}"))
+    result = CliRunner().invoke(app, ["generate", "--count", "1", "--json", "--random-seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"with replay:{replay}" in result.stderr
+    assert config.Settings(judge_model="").generation_model == "embedded"
+
+
 def test_cli_generate_reports_a_shortfall(tmp_path: Path):
     replay = tmp_path / "answers.json"
     replay.write_text(json.dumps([answer(), "[]"]), encoding="utf-8")

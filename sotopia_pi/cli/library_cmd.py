@@ -24,7 +24,7 @@ from ..library import (
     scenario_to_toml,
 )
 from ..store import NotFound, Store
-from .app import app, emit_json, fail, open_store, progress
+from .app import app, emit_json, fail, open_store, progress, user_settings
 
 library_app = typer.Typer(help="The built-in scenario library (scenarios/).", no_args_is_help=True)
 app.add_typer(library_app, name="library")
@@ -145,7 +145,10 @@ def export(
 @app.command("generate")
 def generate(
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many scenarios to store.")] = 1,
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `run --help`).")] = "embedded",
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="Model name (see `run --help`) [default: the settings' judge model]"),
+    ] = None,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="Answers tried per seed.")] = DEFAULT_ATTEMPTS,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds tried per scenario.")] = DEFAULT_SEEDS_PER_SCENARIO,
     temperature: Annotated[float, typer.Option("--temperature")] = DEFAULT_TEMPERATURE,
@@ -154,7 +157,7 @@ def generate(
 ) -> None:
     """Generate new scenarios from unused seed prompts (SOTOPIA-pi's procedure) and store them."""
     try:
-        backend = create_backend(model)
+        backend = create_backend(model or user_settings().generation_model)
     except (ModelNameError, BackendError) as error:
         raise fail(str(error))
     progress(f"generating {count} scenario(s) with {backend.name}")

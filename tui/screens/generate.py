@@ -72,7 +72,7 @@ class GenerateScreen(Screen):
                 yield Input(placeholder="search the unused seed prompts", id="seed-search")
                 yield OptionList(id="seed-list")
                 yield Label("Model that writes the scenario", classes="section")
-                yield Select(self.model_options(), value=self.app.settings.judge_model or "embedded", id="generate-model", allow_blank=False)  # type: ignore[attr-defined]
+                yield Select(self.model_options(), value=self.app.settings.generation_model, id="generate-model", allow_blank=False)  # type: ignore[attr-defined]
                 with Horizontal(classes="form-row"):
                     yield Button("Generate  ^g", id="generate-run", variant="primary")
                     yield Button("Random seed  ^r", id="generate-random")
