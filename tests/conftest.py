@@ -9,6 +9,8 @@ import pytest
 
 from sotopia_pi.store import Store
 
+from .helpers import replay_model
+
 pytest_plugins = ("pytester",)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +54,13 @@ def sotopia_dir() -> Path:
     if not (folder / SOTOPIA_MARKER).is_file():
         pytest.fail(f"{SOTOPIA_DATA_ENV}={value}: no {SOTOPIA_MARKER} there: {how}", pytrace=False)
     return folder
+
+
+@pytest.fixture
+def replay(tmp_path: Path):
+    """`replay(name, outputs)` writes a replay file of canned answers and returns its model name."""
+
+    def write(name: str, outputs: list[str]) -> str:
+        return replay_model(tmp_path / f"{name}.json", outputs)
+
+    return write

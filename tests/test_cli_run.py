@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from sotopia_pi.cli import app
 from sotopia_pi.profiles import Character
 from sotopia_pi.store import Store
 
 from .factories import GOOD_SCORES, action, judge_answer, seed_store
+from .helpers import cli
 
 DIMENSIONS = list(GOOD_SCORES)
 TURN_FIELDS = {
@@ -29,25 +29,9 @@ TURN_FIELDS = {
 OTHER_SCORES = {**GOOD_SCORES, "goal": 3, "secret": -4}
 
 
-def cli(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), input=input)
-
-
 def one_json_document(result: Result) -> dict:
     """stdout must hold exactly one JSON document and nothing else."""
     return json.loads(result.stdout)
-
-
-@pytest.fixture
-def replay(tmp_path: Path):
-    """Writes a replay file and returns its model name."""
-
-    def write(name: str, outputs: list[str]) -> str:
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(outputs), encoding="utf-8")
-        return f"replay:{path}"
-
-    return write
 
 
 @pytest.fixture

@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from sotopia_pi.cli import app
 from sotopia_pi.store import Store
 
-from .curation_helpers import DEFAULT_ACTIONS, add_episode, examples_per_side, seed_profiles
+from .curation_helpers import (
+    DEFAULT_ACTIONS,
+    add_episode,
+    examples_per_side,
+    seed_profiles,
+)
+from .helpers import cli
 
 
 @pytest.fixture
@@ -24,10 +28,6 @@ def episodes(store: Store) -> dict:
     }
     store.close()  # the commands open the store themselves, as they do for a user
     return made
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def test_select_reports_the_selection_as_json(episodes: dict):

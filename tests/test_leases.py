@@ -20,6 +20,7 @@ from sotopia_pi.runner import EpisodeRunner, EpisodeSetup, new_episode
 from sotopia_pi.store import Store, leases
 
 from .factories import action, judge_answer, seed_store
+from .helpers import wait_for
 
 
 def new_paused_episode(store: Store) -> str:
@@ -151,10 +152,10 @@ def test_a_runner_whose_lease_was_taken_over_stops_writing(store: Store, monkeyp
     assert taken.wait(5)
     with store.transaction() as conn:  # another runner took the episode over
         conn.execute("UPDATE episode_leases SET token='thief' WHERE episode_id=?", (episode_id,))
-    deadline = time.time() + 5
-    while not runner._lease_lost.is_set() and time.time() < deadline:
-        time.sleep(0.02)
-    release_turn.set()
+    try:
+        wait_for(runner._lease_lost.is_set, "the runner to notice its lease was taken", timeout=5)
+    finally:
+        release_turn.set()
     thread.join(10)
     assert runner._lease_lost.is_set()
     assert len(store.turns(episode_id)) <= 1
@@ -192,10 +193,7 @@ def test_cli_run_killed_by_sigterm_leaves_the_episode_paused(store: Store, tmp_p
          "--agent2", "replay:y", "--judge", "", "--no-live-eval", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.time() + 30
-    while time.time() < deadline and not store.episode_rows(status="running"):
-        time.sleep(0.1)
-    assert store.episode_rows(status="running")
+    wait_for(lambda: bool(store.episode_rows(status="running")), "the run to start", timeout=30)
     process.terminate()
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr

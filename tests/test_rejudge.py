@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
-from sotopia_pi.cli import app
 from sotopia_pi.store import Store
 
 from .factories import action, judge_answer, seed_store
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-@pytest.fixture
-def replay(tmp_path: Path):
-    def write(name: str, outputs: list[str]) -> str:
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(outputs), encoding="utf-8")
-        return f"replay:{path}"
-
-    return write
+from .helpers import cli
 
 
 def finished_with_a_failed_judge(store: Store, replay) -> str:
