@@ -77,31 +77,27 @@ def _player(model: str, adapter: str | None) -> Player:
 
 
 def side_activity(store: Store, episode_id: str | None = None) -> dict[tuple[str, int], SideActivity]:
-    """(episode id, side) -> SideActivity for every side that has turns (of one episode if given)."""
+    """(episode id, side) -> SideActivity for every side that has turns (of one episode if given).
+    One pass over the turns' JSON: a group per side, model, adapter and person/model."""
     where, params = _episode_clause(episode_id)
-    counts = _rows(
-        store,
-        "SELECT episode_id, agent, "
-        "SUM(action_type != ? AND COALESCE(json_array_length(data, '$.prompt'), 0) > 0) AS acted, "
-        "MAX(COALESCE(json_extract(data, '$.by_human'), 0)) AS human "
-        f"FROM turns WHERE 1 {where}GROUP BY episode_id, agent",
-        (ActionType.none.value, *params),
-    )
-    players = _rows(
+    groups = _rows(
         store,
         "SELECT episode_id, agent, json_extract(data, '$.model') AS model, "
-        "json_extract(data, '$.adapter') AS adapter, MIN(idx) AS first "
-        f"FROM turns WHERE NOT COALESCE(json_extract(data, '$.by_human'), 0) {where}"
-        "GROUP BY episode_id, agent, model, adapter ORDER BY episode_id, agent, first",
-        params,
+        "json_extract(data, '$.adapter') AS adapter, COALESCE(json_extract(data, '$.by_human'), 0) AS human, "
+        "SUM(action_type != ? AND COALESCE(json_array_length(data, '$.prompt'), 0) > 0) AS acted, "
+        "MIN(idx) AS first "
+        f"FROM turns WHERE 1 {where}"
+        "GROUP BY episode_id, agent, model, adapter, human ORDER BY episode_id, agent, first",
+        (ActionType.none.value, *params),
     )
-    activity = {
-        (row["episode_id"], row["agent"]): SideActivity(examples=row["acted"], by_human=bool(row["human"]))
-        for row in counts
-    }
-    for row in players:
+    activity: dict[tuple[str, int], SideActivity] = {}
+    for row in groups:
         side = activity.setdefault((row["episode_id"], row["agent"]), SideActivity())
-        side.players.append(_player(row["model"] or "", row["adapter"]))
+        side.examples += row["acted"]
+        if row["human"]:
+            side.by_human = True
+        else:
+            side.players.append(_player(row["model"] or "", row["adapter"]))
     return activity
 
 
