@@ -21,7 +21,7 @@ from .errors import CurationError
 
 class Decision(BaseModel):
     episode_id: str
-    side: int | None = Field(None, description="0 or 1; None for the whole episode")
+    side: int | None = Field(default=None, description="0 or 1; None for the whole episode")
     decision: Literal["keep", "reject"]
     note: str = ""
     created_at: str = Field(default_factory=utc_now)

@@ -40,7 +40,7 @@ class Candidate(BaseModel):
     scenario_id: str
     model: str = Field(description="the model that played the side's last model turn (the episode's model if none)")
     base_model: str = Field(description="that model without its adapter")
-    adapter: str | None = Field(None, description="the adapter of that turn; None for the base model")
+    adapter: str | None = Field(default=None, description="the adapter of that turn; None for the base model")
     players: list[Player] = Field(
         default_factory=list, description="every model (with its adapter) that played a turn of this side, in play order"
     )

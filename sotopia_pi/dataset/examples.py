@@ -128,7 +128,7 @@ class SftExample(BaseModel):
     turn: int
     scenario_id: str
     model: str = Field(description="the model that played this turn (\"human\" for a person's turn)")
-    adapter: str = Field("", description="the adapter that played this turn; '' for none")
+    adapter: str = Field(default="", description="the adapter that played this turn; '' for none")
     by_human: bool = False
     edited: bool = False
     dropped_history_lines: int = 0

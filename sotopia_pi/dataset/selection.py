@@ -32,8 +32,8 @@ class FilterStep(BaseModel):
 class Selection(BaseModel):
     filters: list[Filter] = Field(default_factory=list)
     steps: list[FilterStep] = Field(default_factory=list)
-    rejected: int = Field(0, description="sides removed by a manual reject before the filters ran")
-    added_by_keep: int = Field(0, description="sides a manual keep added after the filters")
+    rejected: int = Field(default=0, description="sides removed by a manual reject before the filters ran")
+    added_by_keep: int = Field(default=0, description="sides a manual keep added after the filters")
     kept: list[SideKey] = Field(default_factory=list)
 
     def explain(self) -> list[str]:
@@ -186,6 +186,7 @@ def preview(candidates: Sequence[Candidate], filters: Sequence[Filter] = ()) -> 
     else:
         would_keep = set()
     rows = []
+    state: SideState
     for candidate in candidates:
         if candidate.key in rejected:
             state, matches = "rejected", candidate.key in would_keep

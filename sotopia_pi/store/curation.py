@@ -51,7 +51,7 @@ class Player(BaseModel):
 class SideActivity(BaseModel):
     """What one side of one episode did, from its turns."""
 
-    examples: int = Field(0, description="turns with an action other than none and a recorded prompt")
+    examples: int = Field(default=0, description="turns with an action other than none and a recorded prompt")
     by_human: bool = False
     players: list[Player] = Field(default_factory=list, description="the models that played its turns, in play order")
 
