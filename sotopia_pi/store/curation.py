@@ -70,7 +70,8 @@ def _episode_clause(episode_id: str | None) -> tuple[str, tuple]:
 
 def _player(model: str, adapter: str | None) -> Player:
     """A turn stored before turns recorded their adapter (adapter NULL) names it only in its
-    model name, as written there (Turn reads such a record the same way)."""
+    model name: that text is taken as written (Turn, reading such a record, also turns a
+    registered adapter's path into NAME@vN; the SQL reads the raw JSON and cannot)."""
     if adapter is None:
         return Player(model=model, adapter=model.partition(ADAPTER_MARK)[2])
     return Player(model=model, adapter=adapter)
