@@ -41,6 +41,7 @@ from .episode import (
     ActionType,
     AgentAction,
     AgentEvaluation,
+    ChatMessage,
     Episode,
     EpisodeStatus,
     Evaluation,
@@ -176,8 +177,12 @@ class EpisodeRunner:
         judge_backend: ChatBackend | None = None,
         backend_factory: Callable[..., ChatBackend] = create_backend,
         holder: str | None = None,
+        person_input: Callable[[list[ChatMessage]], AgentAction] | None = None,
     ):
+        """`person_input`, when given, reads a person's move itself (the command line reads
+        stdin); otherwise a person's moves come through `submit`."""
         self.store = store
+        self._person_input = person_input
         self._holder = holder  # who the episode's lease names (default: the command line)
         self._lease: leases.Lease | None = None
         self._heartbeat: leases.Heartbeat | None = None
@@ -210,7 +215,7 @@ class EpisodeRunner:
         self._generating = (threading.Lock(), threading.Lock())
         for side, spec in enumerate(self.agent_specs):
             if spec.is_human and side not in self._models:
-                self._humans[side] = HumanBackend()
+                self._humans[side] = self._person()
 
     # -- settings -------------------------------------------------------------------------
 
@@ -301,6 +306,9 @@ class EpisodeRunner:
         self._stop.set()
         self._turn_cancel.set()
 
+    def _person(self) -> HumanBackend:
+        return HumanBackend(read_action=self._person_input)
+
     def human(self, side: int) -> HumanBackend | None:
         return self._humans.get(side)
 
@@ -310,7 +318,8 @@ class EpisodeRunner:
     def take_over(self, side: int) -> HumanBackend:
         """A person plays `side` from now on; a model turn in progress for it is abandoned."""
         with self._lock:
-            human = self._humans.setdefault(side, HumanBackend())
+            human = self._humans.get(side) or self._person()
+            self._humans[side] = human
             if self._current_side == side:
                 self._turn_cancel.set()
         return human
@@ -336,7 +345,7 @@ class EpisodeRunner:
         with self._lock:
             old = self._models.pop(side, None)
             if spec.is_human:
-                self._humans[side] = backend if isinstance(backend, HumanBackend) else HumanBackend()
+                self._humans[side] = backend if isinstance(backend, HumanBackend) else self._person()
             else:
                 self._humans.pop(side, None)
                 if backend is not None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backends import ChatBackend, ModelSpec, create_backend
-from .episode import AgentAction, Episode, EpisodeStatus, Evaluation, Turn
+from .episode import AgentAction, ChatMessage, Episode, EpisodeStatus, Evaluation, Turn
 from .runner import EpisodeRunner, RunnerEvents
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,20 @@ class RunnerSession:
         backends: dict[int, ChatBackend] | None = None,
         backend_factory: Callable[..., ChatBackend] = create_backend,
         holder: str | None = None,
+        person_input: Callable[[list[ChatMessage]], AgentAction] | None = None,
     ) -> None:
+        """`events` hears everything (a plain RunnerEvents hears the runner's events only);
+        `person_input` reads a person's move itself (the command line reads stdin), otherwise
+        moves come through `submit`. The other options are EpisodeRunner's."""
         self.events: RunnerEvents = events or SessionEvents()
         self.runner = EpisodeRunner(
-            store, episode_id, events=_Relay(self), backends=backends, backend_factory=backend_factory, holder=holder
+            store,
+            episode_id,
+            events=_Relay(self),
+            backends=backends,
+            backend_factory=backend_factory,
+            holder=holder,
+            person_input=person_input,
         )
         self.current: TurnInProgress | None = None
         self.pausing = False  # a pause was asked and the turn in progress is ending

@@ -1,7 +1,8 @@
 """Replays canned outputs, in order. A deterministic test double for the engine; never a default.
 
-The file is a JSON list of strings (each one model answer). When the list runs out the backend
-raises BackendError, like a model that stopped answering.
+The file is a JSON list of strings (each one model answer), streamed eight characters a token;
+a cancel is seen between two tokens, as with a model, and the cancelled answer comes again.
+When the list runs out the backend raises BackendError, like a model that stopped answering.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ class ReplayBackend:
             raise BackendError(f"{self.name}: no more canned outputs ({len(self._outputs)} used)")
         self.calls.append(list(messages))
         text = self._outputs[self._position]
-        self._position += 1
         if on_token is not None:
             for start in range(0, len(text), 8):
+                if cancel is not None and cancel.is_set():  # between two tokens, as a model does
+                    raise Cancelled(f"cancelled after {start // 8} tokens")
                 on_token(text[start : start + 8])
+        self._position += 1
         return Completion(text=text, completion_tokens=len(text.split()), finish_reason="stop")
 
     def close(self) -> None:

@@ -11,13 +11,13 @@ from typing import Annotated, Optional
 import typer
 
 from .. import episode_list
-from ..backends import BackendError, ChatBackend, ModelNameError, parse_model_name
-from ..backends.human import HumanBackend
+from ..backends import BackendError, ModelNameError, parse_model_name
 from ..casting import choose_characters
 from ..episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Episode, EpisodeStatus, Turn
 from ..episode_list import EpisodeFilter
 from ..errors import SotopiaError
-from ..runner import EpisodeError, EpisodeRunner, EpisodeSetup, RunnerEvents, new_episode
+from ..runner import EpisodeError, EpisodeSetup, RunnerEvents, new_episode
+from ..session import RunnerSession
 from ..store import NotFound, Store
 from ..store.leases import EpisodeBusy, pause_interrupted
 from .app import app, emit_json, fail, open_store, progress, user_settings
@@ -59,16 +59,6 @@ def read_action_from_stdin(messages: list[ChatMessage]) -> AgentAction:
     if line.strip().lower() in ACTION_TYPES:
         return AgentAction(action_type=ActionType(line.strip().lower()))
     return AgentAction(action_type=ActionType.speak, argument=line.strip())
-
-
-def stdin_players(models: list[str]) -> dict[int, ChatBackend]:
-    """A person's side reads its moves from stdin (the runner's own human backend waits for
-    `submit`, which nothing on the command line would ever call)."""
-    return {
-        side: HumanBackend(read_action=read_action_from_stdin)
-        for side, model in enumerate(models)
-        if parse_model_name(model).is_human
-    }
 
 
 def episode_document(store: Store, episode: Episode) -> dict:
@@ -133,27 +123,43 @@ def evaluation_document(evaluation, characters) -> dict:
     }
 
 
-def play(store: Store, runner: EpisodeRunner, as_json: bool) -> None:
-    runner.events = ProgressEvents(runner.names, judged=bool(runner.episode.judge_model))
-    names = runner.names
-    progress(
-        f"episode {runner.episode.id}: {names[0]} ({runner.episode.agent_models[0]}) and "
-        f"{names[1]} ({runner.episode.agent_models[1]}); judge: {runner.episode.judge_model or 'none'}"
-    )
+def play_session(session: RunnerSession) -> Episode:
+    """Play in the session's thread until it pauses or ends; a signal here (Ctrl-C, SIGTERM,
+    SIGHUP) cancels the turn in progress (a model's, at once) and leaves the episode paused."""
     try:
         with signals_as_interrupts():
-            episode = runner.run()
+            session.start()
+            while not session.wait(0.2):
+                pass
     except KeyboardInterrupt:
-        runner.pause()
-        runner.close()
-        pause_interrupted(store, runner.episode.id, "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)")
-        episode = store.episode(runner.episode.id)
+        reading_stdin = session.current is not None and session.current.by_human
+        session.close(wait=False)
+        if not reading_stdin:  # a model's turn stops within a token; a read from stdin does not
+            session.wait(5.0)
+        raise
+    if session.error is not None:
+        raise session.error
+    return session.episode
+
+
+def play(store: Store, session: RunnerSession, as_json: bool) -> None:
+    session.events = ProgressEvents(session.runner.names, judged=bool(session.episode.judge_model))
+    names, models = session.runner.names, [spec.name for spec in session.specs]
+    progress(
+        f"episode {session.episode.id}: {names[0]} ({models[0]}) and "
+        f"{names[1]} ({models[1]}); judge: {session.episode.judge_model or 'none'}"
+    )
+    try:
+        episode = play_session(session)
+    except KeyboardInterrupt:
+        pause_interrupted(store, session.episode.id, "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)")
+        episode = store.episode(session.episode.id)
         progress(f"interrupted; the turns played are saved. Continue with: sotopia-pi resume {episode.id}")
         raise typer.Exit(130)
-    except EpisodeBusy as error:
+    except SotopiaError as error:  # the episode is busy elsewhere, its record went away
         raise fail(str(error))
     finally:
-        runner.close()
+        session.close()
     report(store, episode, as_json)
     if episode.status == EpisodeStatus.paused and episode.last_error:
         progress(f"error: {episode.last_error}")
@@ -245,14 +251,14 @@ def run(
             episode = new_episode(store, setup)
         except SotopiaError as error:
             raise fail(str(error))
-        runner = EpisodeRunner(store, episode.id, backends=stdin_players(episode.agent_models))
+        session = RunnerSession(store, episode.id, person_input=read_action_from_stdin)
         try:
-            runner.load_models()
+            session.runner.load_models()
         except BackendError as error:
-            runner.close()
+            session.close()
             store.delete_episode(episode.id)  # nothing was played: keep no trace of it
             raise fail(f"cannot load a model: {error}")
-        play(store, runner, as_json)
+        play(store, session, as_json)
 
 
 @app.command()
@@ -270,9 +276,7 @@ def resume(
 def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | None], as_json: bool) -> None:
     try:
         episode = store.episode(episode_id)
-        for model in switches:
-            if model:
-                parse_model_name(model)
+        wanted = [parse_model_name(model) if model else None for model in switches]
     except (NotFound, ModelNameError) as error:
         raise fail(str(error))
     if episode.status == EpisodeStatus.finished and store.terminal_evaluation(episode.id):
@@ -281,25 +285,25 @@ def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | Non
             progress(f"its official score failed; judge it again with: sotopia-pi judge {episode.id}")
         report(store, episode, as_json)
         return
-    original = list(episode.agent_models)
-    runner = EpisodeRunner(store, episode.id, backends=stdin_players(episode.agent_models))
+    session = RunnerSession(store, episode.id, person_input=read_action_from_stdin)
     try:
-        runner.claim()  # before anything changes: another runner may be playing it
+        session.runner.claim()  # before anything changes: another runner may be playing it
     except EpisodeBusy as error:
-        runner.close()
+        session.close()
         raise fail(str(error))
+    original = session.specs
     try:
-        for side, model in enumerate(switches):
-            if model:
-                runner.set_model(side, model, stdin_players([model]).get(0))
-        runner.load_models()
+        for side, spec in enumerate(wanted):
+            if spec is not None:
+                session.swap_model(side, spec)
+        session.runner.load_models()
     except BackendError as error:
-        runner.close()
-        for side, model in enumerate(original):  # a model that cannot load must not replace one that can
-            if runner.episode.agent_models[side] != model:
-                runner.set_model(side, model)
+        for side, spec in enumerate(original):  # a model that cannot load must not replace one that can
+            if session.specs[side] != spec:
+                session.swap_model(side, spec)
+        session.close()
         raise fail(f"cannot load a model: {error}; the episode is unchanged")
-    play(store, runner, as_json)
+    play(store, session, as_json)
 
 
 @app.command("judge")
