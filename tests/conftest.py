@@ -9,8 +9,6 @@ import pytest
 
 from sotopia_pi.store import Store
 
-from .helpers import replay_model
-
 pytest_plugins = ("pytester",)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +57,7 @@ def sotopia_dir() -> Path:
 @pytest.fixture
 def replay(tmp_path: Path):
     """`replay(name, outputs)` writes a replay file of canned answers and returns its model name."""
+    from .helpers import replay_model  # here, not at the top: test_data_path copies this file alone
 
     def write(name: str, outputs: list[str]) -> str:
         return replay_model(tmp_path / f"{name}.json", outputs)
