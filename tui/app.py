@@ -12,7 +12,6 @@ import importlib.util
 import sys
 from collections.abc import Callable
 
-from textual.app import App
 from textual.binding import Binding
 
 from sotopia_pi import config
@@ -22,6 +21,7 @@ from sotopia_pi.episode import EpisodeStatus
 from sotopia_pi.store import Store
 
 from .errors import describe
+from .key_order import OrderedKeysApp
 from .screens.adapter_picker import AdapterPickerScreen
 from .screens.character_editor import CharacterEditorScreen
 from .screens.curation import CurationScreen
@@ -55,7 +55,7 @@ def ensure_builtin_library(store: Store) -> str | None:
 GIL_SWITCH_SECONDS = 0.001
 
 
-class SotopiaApp(App):
+class SotopiaApp(OrderedKeysApp):
     TITLE = "sotopia-pi"
     CSS_PATH = "app.tcss"
     ENABLE_COMMAND_PALETTE = False
