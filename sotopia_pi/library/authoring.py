@@ -197,6 +197,10 @@ def _upsert_table(path: Path, table: str, new_table: str, same: Callable[[dict],
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _is_pair_table(pair: set[str]) -> Callable[[dict], bool]:
+    return lambda table: {table.get("agent1_id"), table.get("agent2_id")} == pair
+
+
 def _character_ids_in(path: Path) -> set[str]:
     if not path.is_file():
         return set()
@@ -236,7 +240,7 @@ def export_character(store: Store, character_id: str, root: Path | str) -> list[
             relationships_path,
             "relationship",
             relationship_to_toml(relationship),
-            lambda t, pair=pair: {t.get("agent1_id"), t.get("agent2_id")} == pair,
+            _is_pair_table(pair),
             _RELATIONSHIPS_HEADER,
         )
     if related:

@@ -513,7 +513,7 @@ def save_proposal(store: Store, proposal: Proposal, edited: dict | None = None) 
         raise GenerationError("no answer passed the checks, so there is nothing to save")
     scenario, pairs = proposal.scenario, proposal.pairs
     if edited is not None:
-        scenario, pairs = _checked_edit(store, proposal, edited)
+        scenario, pairs = _checked_edit(store, scenario.id, proposal.pairs, edited)
     if not claim_seed(store, proposal.seed, proposal.model, scenario.id):
         raise SeedUsed(f"the seed was used meanwhile: {proposal.seed}")
     pairings = _store(store, scenario, pairs)
@@ -527,8 +527,10 @@ def save_proposal(store: Store, proposal: Proposal, edited: dict | None = None) 
     )
 
 
-def _checked_edit(store: Store, proposal: Proposal, edited: dict) -> tuple[Scenario, list[tuple[str, str]]]:
-    record = {**edited, "id": proposal.scenario.id, "source": GENERATED_SOURCE}
+def _checked_edit(
+    store: Store, scenario_id: str, proposed_pairs: list[tuple[str, str]], edited: dict
+) -> tuple[Scenario, list[tuple[str, str]]]:
+    record = {**edited, "id": scenario_id, "source": GENERATED_SOURCE}
     errors = validate_scenario(record)
     if errors:
         raise RecordError(errors)
@@ -540,7 +542,7 @@ def _checked_edit(store: Store, proposal: Proposal, edited: dict) -> tuple[Scena
     characters = {c.id: c for c in store.characters()}
     relationships = store.relationships()
     allowed = set(valid_pairs(scenario, characters, relationships))
-    pairs = [pair for pair in proposal.pairs if pair in allowed]
+    pairs = [pair for pair in proposed_pairs if pair in allowed]
     if not pairs:
         pairs = choose_pairings(scenario, characters, relationships)
     if not pairs:

@@ -98,7 +98,9 @@ class _Reader:
             self.add(path, f"{key!r} must be a list of [[{key}]] tables")
             return []
         header = re.compile(rf"^\s*\[\[\s*{re.escape(key)}\s*\]\]")
-        lines = [n for n, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1) if header.match(text)]
+        lines: list[int | None] = [
+            n for n, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1) if header.match(text)
+        ]
         if len(lines) != len(tables):  # inline arrays: no header lines to point at
             lines = [None] * len(tables)
         return list(zip(lines, tables))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -189,7 +188,9 @@ def parse_age_constraint(value: Any) -> list[tuple[int, int]] | None:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside brackets: "[a, b], c" -> ["[a, b]", "c"]."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "," and depth == 0:
             parts.append("".join(current))
@@ -540,12 +541,13 @@ def import_sotopia(store: Store, directory: Path | str) -> ImportReport:
 
 
 def _records_in_saved_order(store: Store, kind: _Kind) -> list[Any]:
-    records = {
+    readers: dict[str, Callable[[], list[Any]]] = {
         "characters": store.characters,
         "scenarios": store.scenarios,
         "relationships": store.relationships,
         "pairings": store.pairings,
-    }[kind.name]()
+    }
+    records = readers[kind.name]()
     by_id = {record.id: record for record in records}
     return [by_id[record_id] for record_id in store.ids_in_saved_order(kind.name) if record_id in by_id]
 
