@@ -156,7 +156,7 @@ MIGRATIONS: list[str] = [
     WHEN EXISTS (SELECT 1 FROM dataset_snapshots WHERE name = NEW.snapshot_name)
     BEGIN SELECT RAISE(ABORT, 'this dataset snapshot is sealed'); END;
     """,
-    # 3: scenario library install state and seed-prompt usage (library.py, generate.py).
+    # 3: scenario library install state and seed-prompt usage (the library package; its SQL in store/library.py).
     """
     CREATE TABLE library_state (
         key TEXT PRIMARY KEY,
