@@ -15,7 +15,6 @@ from ..store import curation as sql
 from ..store.curation import WHOLE_EPISODE
 from .errors import CurationError
 
-
 # -- manual decisions ---------------------------------------------------------------------
 
 
@@ -79,7 +78,7 @@ def decisions(store: Store) -> list[Decision]:
         Decision(
             episode_id=row.episode_id,
             side=None if row.side == WHOLE_EPISODE else row.side,
-            decision=row.decision,  # type: ignore[arg-type]
+            decision=row.decision,
             note=row.note,
             created_at=row.created_at,
         )

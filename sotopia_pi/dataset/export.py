@@ -37,7 +37,13 @@ from pydantic import BaseModel, Field, model_validator
 from ..episode import ActionType, AgentAction, ChatMessage, Turn, overall_score
 from ..profiles import Character
 from ..prompts import turn_line
-from .examples import HISTORY_LINE_PREFIX, SftExample, TokenCounter, build_examples, estimate_tokens
+from .examples import (
+    HISTORY_LINE_PREFIX,
+    SftExample,
+    TokenCounter,
+    build_examples,
+    estimate_tokens,
+)
 from .frozen import FrozenEpisode, effective_action
 from .snapshots import Snapshot
 
@@ -92,7 +98,7 @@ class EpisodeLogRow(BaseModel):
     rewards_prompt: str = ""
 
     @model_validator(mode="after")
-    def _one_reward_per_agent(self) -> "EpisodeLogRow":
+    def _one_reward_per_agent(self) -> EpisodeLogRow:
         if len(self.rewards) != len(self.agents):
             raise ValueError(f"{len(self.rewards)} rewards for {len(self.agents)} agents")
         return self
@@ -251,7 +257,7 @@ def sotopia_episode_row(frozen: FrozenEpisode) -> dict:
         ),
         social_interactions=social_interactions(log.messages, log.tag or ""),
         reasoning=log.reasoning,
-        rewards=scored if len(scored) == len(log.rewards) else [],  # type: ignore[arg-type]
+        rewards=scored if len(scored) == len(log.rewards) else [],
     )
     return row.model_dump(mode="json")
 

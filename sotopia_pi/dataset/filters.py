@@ -11,7 +11,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, model_validator
@@ -76,7 +76,7 @@ def top_fraction(
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _parse_moment(text: str, end_of_day: bool) -> datetime:
@@ -84,7 +84,7 @@ def _parse_moment(text: str, end_of_day: bool) -> datetime:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=timezone.utc)
+            return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
         return _as_utc(datetime.fromisoformat(text))
     except ValueError as error:
         raise ValueError(f"{text!r} is not an ISO date (2025-01-31) or date-time") from error
@@ -230,7 +230,7 @@ class DateRange(_FilterBase):
     until: str | None = None
 
     @model_validator(mode="after")
-    def _valid(self) -> "DateRange":
+    def _valid(self) -> DateRange:
         if self.since is None and self.until is None:
             raise ValueError("a date filter needs since, until or both")
         for text in (self.since, self.until):

@@ -18,7 +18,13 @@ from ..store import Store
 from ..store.curation import edit_stamps
 from .candidates import OVERALL, Candidate
 from .errors import CurationError
-from .examples import Counts, SelectionStats, TokenCounter, estimate_tokens, selection_stats
+from .examples import (
+    Counts,
+    SelectionStats,
+    TokenCounter,
+    estimate_tokens,
+    selection_stats,
+)
 from .filters import FILTER_LIST, Filter
 from .frozen import SideKey, freeze_episode
 
