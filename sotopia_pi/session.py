@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .backends import ChatBackend, ModelSpec, create_backend
 from .episode import AgentAction, ChatMessage, Episode, EpisodeStatus, Evaluation, Turn
+from .errors import SotopiaError
 from .runner import EpisodeRunner, RunnerEvents
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class _Relay(RunnerEvents):
         self.listener.status_changed(episode)
 
 
-class SessionClosed(RuntimeError):
+class SessionClosed(SotopiaError, RuntimeError):
     """The session was closed; open a new one to play the episode again."""
 
 

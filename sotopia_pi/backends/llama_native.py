@@ -228,7 +228,7 @@ class EvalMeter:
             del self.llm.eval
 
 
-class _PromptTaken(Exception):
+class _PromptTaken(SotopiaError):
     def __init__(self, tokens: list[int]) -> None:
         super().__init__("prompt taken")
         self.tokens = tokens
