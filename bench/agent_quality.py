@@ -3,7 +3,7 @@
     .venv/bin/python bench/agent_quality.py [--episodes-per-scenario 1] [--judge-sample 16] [--max-turns 20]
 
 Uses a throwaway SOTOPIA_PI_HOME: installs the library, imports SOTOPIA's data (for the 14
-SOTOPIA-hard scenarios; path from $SOTOPIA_DATA or ../shared/sotopia) and the expert corpus.
+SOTOPIA-hard scenarios; path from $SOTOPIA_PI_SOTOPIA_DATA or ../shared/sotopia) and the expert corpus.
 Prints, for the base model and the adapter, on the SOTOPIA-hard scenarios and on the held-out
 library scenarios, same seeds, both sides played by the model under test:
 
@@ -49,7 +49,7 @@ def open_store():
 
     store = Store()
     ensure_library(store)
-    data = Path(os.environ.get("SOTOPIA_DATA", REPO.parent / "shared" / "sotopia"))
+    data = Path(os.environ.get("SOTOPIA_PI_SOTOPIA_DATA", REPO.parent / "shared" / "sotopia"))
     if data.is_dir():
         import_sotopia(store, data)
     import_expert_corpus(store)
