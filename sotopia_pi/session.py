@@ -295,6 +295,15 @@ class RunnerSession:
         else:
             threading.Thread(target=self._release, name="close-episode", daemon=True).start()
 
+    def abandon(self) -> None:
+        """For a process about to exit while a turn cannot be cancelled (a read from stdin, a
+        model call that never looks at the cancel): let the episode's lease go now, so another
+        runner may take the episode at once. The playing thread ends with the process."""
+        with self._state_lock:
+            self._closing = True
+        self.runner.pause(now=True)
+        self.runner.release()
+
     def _release(self) -> None:
         with self._state_lock:
             if self._released:

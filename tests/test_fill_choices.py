@@ -3,6 +3,7 @@ the likeliest allowed strings, the live judge's cheap alternative to generating 
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -108,6 +109,55 @@ def test_a_prompt_read_ahead_leaves_only_its_last_words_to_read(backend: LlamaCp
     assert warm.prompt_tokens - warm.cached_tokens < 24  # the story's rest and the message's end
     backend.reset_cache()
     assert backend.fill_choices(ask(QUESTIONS[3], story), blank).text == warm.text
+
+
+class DecodeCounter:
+    """Counts llama.cpp decodes on one backend's context."""
+
+    def __init__(self, backend: LlamaCppBackend) -> None:
+        self.context = backend.llm._ctx
+        self.count = 0
+
+    def __enter__(self) -> "DecodeCounter":
+        decode = type(self.context).decode
+
+        def counted(batch):
+            self.count += 1
+            return decode(self.context, batch)
+
+        self.context.decode = counted
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        del self.context.decode
+
+
+def test_a_guess_changes_the_cost_of_an_answer_never_the_answer(backend: LlamaCppBackend):
+    dimensions = load_dimension_set("sotopia")
+    template = live_template(dimensions)
+    messages = ask("Score Ana, who lied about the price, and Ben, who stayed polite, so far.")
+
+    def answer(guess):
+        backend.reset_cache()
+        backend.fill_choices(messages[:1], [["0"]])  # the system prompt cached, as in an episode
+        with DecodeCounter(backend) as decodes:
+            text = backend.fill_choices(messages, template, guess=guess).text
+        return text, decodes.count
+
+    plain, plain_decodes = answer(None)
+    right = [str(value) for side in json.loads(plain)["scores"] for value in side]
+    assert answer(right) == (plain, 1)  # the prompt's rest and the whole answer, checked at once
+    shifted = right[:5] + [allowed[0] for allowed in live_template_blanks(dimensions)[5:]]
+    if shifted != right:
+        text, decodes = answer(shifted)
+        assert text == plain and 1 < decodes < plain_decodes
+    for wrong in (["0"] * 14, ["11", "x"], right[:3], ["10", "-5", "10", "-10", "-10", "-5", "10"] * 2):
+        assert answer(wrong)[0] == plain, wrong
+    assert plain_decodes >= 2 * len(dimensions.dimensions)  # without a guess: a decode per blank at least
+
+
+def live_template_blanks(dimensions) -> list[list[str]]:
+    return [part for part in live_template(dimensions) if not isinstance(part, str)]
 
 
 def test_fixed_text_is_kept_and_a_single_allowed_string_needs_no_choice(backend: LlamaCppBackend):

@@ -173,8 +173,8 @@ def test_one_short_call_scores_both_sides_and_counts_the_tokens_read_afresh():
 class FillingJudge(ScriptedJudge):
     """A scripted judge that can also fill a template: each blank gets its last allowed string."""
 
-    def fill_choices(self, messages, template, *, cancel=None):
-        self.calls.append({"messages": list(messages), "template": list(template)})
+    def fill_choices(self, messages, template, *, guess=None, cancel=None):
+        self.calls.append({"messages": list(messages), "template": list(template), "guess": guess})
         text = "".join(part if isinstance(part, str) else part[-1] for part in template)
         return Completion(text=text, prompt_tokens=700, cached_tokens=650, finish_reason="stop")
 
@@ -191,6 +191,9 @@ def test_a_judge_that_can_fill_a_template_chooses_each_live_score_among_its_allo
     assert evaluation.ok and (evaluation.prompt_tokens, evaluation.cached_tokens) == (700, 650)
     assert [agent.scores["secret"].score for agent in evaluation.agents] == [0, 0]  # -10..0: last is 0
     assert [agent.scores["goal"].score for agent in evaluation.agents] == [10, 10]
+    assert call["guess"] is None
+    judge.evaluate_live("e", bike_scenario(), two_characters(), [spoken(0), spoken(1)])
+    assert backend.calls[1]["guess"] == [blank[-1] for blank in blanks]  # the last scores, checked first
 
     sampling = FillingJudge()  # a judge that samples (temperature > 0) generates under the schema
     Judge(sampling, DIMENSIONS, temperature=0.7).evaluate_live("e", bike_scenario(), two_characters(), [spoken(0)])
