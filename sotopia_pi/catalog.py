@@ -179,6 +179,7 @@ def local_path(name: str, catalog: Catalog | None = None) -> Path:
         return embedded_model_path()
     if entry.kind != "gguf":
         raise CatalogError(f"{name} is an API endpoint, not a file; use the model name {entry.spec}")
+    assert entry.filename is not None  # the entry's validator names the file of every gguf entry
     return paths.models_dir() / entry.filename
 
 
@@ -228,6 +229,7 @@ def pull(
 
 
 def _download(entry: CatalogEntry, part: Path, progress: ProgressCallback | None, timeout: float, chunk_size: int) -> None:
+    assert entry.url is not None  # the entry's validator requires it of every gguf entry
     offset = part.stat().st_size
     if entry.size_bytes is not None and offset == entry.size_bytes:
         return  # a previous run got every byte but was stopped before the checks

@@ -27,6 +27,7 @@ import time
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
@@ -349,7 +350,6 @@ class Judge:
         self._live_schema = live_schema(self.dimensions)
         self._live_template = live_template(self.dimensions)
 
-        self._live_guess: list[str] | None = None  # the last live scores, as a template's blanks
     @property
     def live_max_tokens(self) -> int:
         """Room for both sides' integers at their longest ("-10, " is five tokens) and brackets."""
@@ -362,7 +362,7 @@ class Judge:
         characters: tuple[Character, Character],
         turns: Sequence[Turn],
         *,
-        kind: str,
+        kind: Literal["provisional", "terminal"],
         cancel: threading.Event | None = None,
     ) -> Evaluation:
         """Score both agents with reasons (the terminal evaluation). Backend errors become
@@ -401,19 +401,15 @@ class Judge:
                 cut = AgentEvaluation(failure=f"live judge output was cut off at {self.live_max_tokens} tokens")
                 agents = [agent if agent.ok else cut for agent in agents]
         evaluation = self._record(episode_id, "provisional", turns, agents, started, completions)
-            if all(agent.ok for agent in agents):  # scores move little from one turn to the next
-                names = [d.name for d in self.dimensions.dimensions]
-                self._live_guess = [str(agent.scores[name].score) for agent in agents for name in names]
         evaluation.skipped_turns = list(skipped_turns)
         return evaluation
 
     def _live_completion(self, messages: list[ChatMessage], cancel: threading.Event | None) -> Completion:
         """Each integer chosen greedily among its allowed ones where the backend can fill a
         template (what greedy generation under `live_schema` would answer, without repeat
-        penalty, for a fraction of the cost; the last live scores as the guess to check first),
-        else generation under `live_schema`."""
+        penalty, for a fraction of the cost), else generation under `live_schema`."""
         if isinstance(self.backend, ChoiceFilling) and self.temperature == 0:
-            return self.backend.fill_choices(messages, self._live_template, guess=self._live_guess, cancel=cancel)
+            return self.backend.fill_choices(messages, self._live_template, cancel=cancel)
         return self.backend.complete(
             messages,
             schema=self._live_schema,
@@ -464,7 +460,7 @@ class Judge:
     def _record(
         self,
         episode_id: str,
-        kind: str,
+        kind: Literal["provisional", "terminal"],
         turns: Sequence[Turn],
         agents: list[AgentEvaluation],
         started: float,
@@ -472,7 +468,7 @@ class Judge:
     ) -> Evaluation:
         return Evaluation(
             episode_id=episode_id,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             after_turn=turns[-1].index if turns else -1,
             judge_model=self.backend.name,
             dimension_set=self.dimensions.name,
@@ -609,7 +605,7 @@ class LiveEvaluator:
     def _read_ahead_due(self) -> bool:
         return self._streaming is not None and len(self._streaming[3]) - self._streamed_read >= READ_AHEAD_CHARS
 
-    def _next_job(self) -> tuple[str, list[Turn]] | tuple[str, tuple] | None:
+    def _next_job(self) -> tuple[Literal["score"], list[Turn]] | tuple[Literal["read"], tuple] | None:
         """("score", turns) first, else ("read", the streaming turn), or None: stop."""
         with self._condition:
             while self._pending is None and not self._closing and not self._read_ahead_due():

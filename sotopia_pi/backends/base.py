@@ -73,7 +73,10 @@ class Completion(BaseModel):
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """The model name the backend runs now (read-only: a swap changes it, a caller cannot)."""
+        ...
 
     def complete(
         self,
@@ -107,8 +110,7 @@ class AdapterSwapping(Protocol):
 class ChoiceFilling(Protocol):
     """A backend that can answer with a fixed template whose blanks it fills, each with the
     likeliest of a few allowed strings (greedy), far cheaper than generating the same answer
-    under a grammar. `guess` (a string per blank) may make it cheaper still, never different.
-    Raises BackendError or Cancelled as `complete` does."""
+    under a grammar. Raises BackendError or Cancelled as `complete` does."""
 
     def fill_choices(
         self,
@@ -118,7 +120,6 @@ class ChoiceFilling(Protocol):
         cancel: threading.Event | None = None,
     ) -> Completion: ...
 
-        guess: Sequence[str] | None = None,
 
 @runtime_checkable
 class PromptReading(Protocol):

@@ -4,10 +4,10 @@
 - `LoraHandle`: runtime LoRA adapters through llama.cpp's low-level calls on a running Llama.
 - `grammar_is_valid`: asks llama.cpp itself whether a GBNF grammar parses.
 - `EvalMeter`: counts, exactly, how many prompt tokens one call took from the KV cache.
-- `chat_prompt_tokens`, `keep_cached_prefix`, `read_prompt`, `logits_after`, `logits_along`: a
-  chat prompt's tokens exactly as `create_chat_completion` makes them, read into the KV cache
-  behind its cached prefix, and the logits after one token or after each of several, for
-  decoding without llama-cpp-python's sampler (`LlamaCppBackend.fill_choices`, `read_ahead`).
+- `chat_prompt_tokens`, `keep_cached_prefix`, `read_prompt`, `logits_after`: a chat prompt's
+  tokens exactly as `create_chat_completion` makes them, read into the KV cache behind its cached
+  prefix, and the next token's logits, for decoding without llama-cpp-python's sampler
+  (`LlamaCppBackend.fill_choices`, `read_ahead`).
 
 Why AMX: llama.cpp built with GGML_NATIVE on a CPU that reports AMX puts quantized weights in an
 AMX "extra buffer"; under some hypervisors the first multi-token decode then dies with a general
@@ -221,7 +221,7 @@ class EvalMeter:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["EvalMeter"]:
-        self.llm.eval = self._eval  # instance attribute shadows the method
+        self.llm.eval = self._eval  # type: ignore[method-assign]  # on purpose: an instance attribute shadows the method
         try:
             yield self
         finally:
@@ -252,13 +252,17 @@ class _PromptTaker:
 def chat_prompt_tokens(llm: Llama, chat: list[dict]) -> list[int]:
     """The prompt tokens `llm.create_chat_completion(chat)` would read (same chat template, same
     tokenization), so that both ways of calling the model share one KV cache prefix."""
-    handler = (
-        llm.chat_handler
-        or llm._chat_handlers.get(llm.chat_format)
-        or llama_chat_format.get_chat_completion_handler(llm.chat_format)
-    )
+    handler = llm.chat_handler
+    if handler is None:
+        if llm.chat_format is None:
+            raise NativeError("the model has no chat format to build a prompt with")
+        handler = llm._chat_handlers.get(llm.chat_format) or llama_chat_format.get_chat_completion_handler(
+            llm.chat_format
+        )
     try:
-        handler(llama=_PromptTaker(llm), messages=chat)
+        # The stand-in takes the place of the Llama (it only receives the prompt); `chat` holds the
+        # same message dicts create_chat_completion is given.
+        handler(llama=_PromptTaker(llm), messages=chat)  # type: ignore[arg-type]
     except _PromptTaken as taken:
         return taken.tokens
     raise NativeError(f"the chat format {llm.chat_format!r} made no prompt")
@@ -287,30 +291,5 @@ def logits_after(llm: Llama, tokens: list[int]) -> np.ndarray:
     """Read `tokens` after what the KV cache holds; the logits of the token that follows (a view
     into llama.cpp's buffer, valid until the next decode)."""
     llm.eval(tokens)
-def logits_along(llm: Llama, tokens: list[int], first: int) -> np.ndarray:
-    """Read `tokens` after what the KV cache holds; the logits after each of `tokens[first:]`,
-    copied, one row each. The rows come from one decode (those before it in ordinary batches),
-    so checking a guessed continuation costs one decode instead of one per token."""
-    head = max(0, min(first, len(tokens) - llm.n_batch))
-    if head:
-        llm.eval(tokens[:head])
-    rest, wanted = tokens[head:], first - head
-    n_past = llm.n_tokens
-    llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
-    llm._batch.set_batch(batch=rest, n_past=n_past, logits_all=False)
-    for index in range(wanted, len(rest)):
-        llm._batch.batch.logits[index] = True
-    llm._ctx.decode(llm._batch)
-    llm.input_ids[n_past : n_past + len(rest)] = rest
-    llm.n_tokens += len(rest)
-    vocabulary = llm.n_vocab()
-    return np.stack(
-        [
-            np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, index), shape=(vocabulary,))
-            for index in range(wanted, len(rest))
-        ]
-    )
-
-
     pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
     return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))

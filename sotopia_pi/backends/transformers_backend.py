@@ -313,6 +313,7 @@ class _TokenStreamer(TextIteratorStreamer):
             return
         self.token_cache.extend(value.tolist())
         text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
         settled = len(text.rstrip("\ufffd"))
         if settled > self.print_len:
             self.on_finalized_text(text[self.print_len : settled])
@@ -327,7 +328,8 @@ class _StopWhenSet(StoppingCriteria):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.BoolTensor:
         stop = any(event.is_set() for event in self.events)
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+        # A bool tensor, which torch's annotations can only call a Tensor.
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 def _with_schema_instruction(turns: list[dict], schema: dict) -> list[dict]:
@@ -394,6 +396,7 @@ def _load_directory(spec: ModelSpec, directory: Path, dtype: torch.dtype):
 
 def _load_gguf(spec: ModelSpec, dtype: torch.dtype):
     """Returns (model, tokenizer, directory it came from, whether that was the cache)."""
+    assert spec.gguf_file is not None  # only a spec that names its GGUF file is loaded from one
     gguf_path = (Path(spec.target).expanduser() / spec.gguf_file).resolve()
     if not gguf_path.is_file():
         raise BackendError(f"{spec.name}: GGUF file {gguf_path} not found")

@@ -29,7 +29,7 @@ def import_episodes_command(
         raise fail("give a PATH or --expert (not both)")
     with open_store() as store:
         try:
-            report = import_expert_corpus(store) if expert else import_episodes(store, path)
+            report = import_expert_corpus(store) if path is None else import_episodes(store, path)
         except EpisodeImportError as error:
             raise fail(str(error)) from None
     if as_json:

@@ -55,8 +55,8 @@ def check(
         if as_json:
             emit_json({"ok": False, **summary, "expert_corpus": None, "errors": corpus_problems})
         else:
-            for problem in corpus_problems:
-                typer.echo(problem, err=True)
+            for message in corpus_problems:
+                typer.echo(message, err=True)
         raise fail(f"{len(corpus_problems)} problem(s) in the expert corpus")
     if as_json:
         emit_json({"ok": True, **summary, "expert_corpus": corpus, "errors": []})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -77,7 +78,7 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=1000)
 
 
-def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+def _table(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Table:
     """A borderless table whose columns keep their full width except the last, which is cut
     to fit the terminal (ids must stay whole so they can be copied)."""
     table = Table(box=None)

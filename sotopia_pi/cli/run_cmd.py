@@ -123,9 +123,6 @@ def evaluation_document(evaluation, characters) -> dict:
     }
 
 
-INTERRUPT_GRACE_S = 3.0  # how long a signal waits for the turn in progress to be cancelled
-
-
 def play_session(session: RunnerSession) -> Episode:
     """Play in the session's thread until it pauses or ends; a signal here (Ctrl-C, SIGTERM,
     SIGHUP) cancels the turn in progress (a model's, at once) and leaves the episode paused."""
@@ -137,10 +134,8 @@ def play_session(session: RunnerSession) -> Episode:
     except KeyboardInterrupt:
         reading_stdin = session.current is not None and session.current.by_human
         session.close(wait=False)
-        # A model's turn stops within a token; a read from stdin, or a call that never looks
-        # at the cancel, does not: the process leaves without it.
-        if reading_stdin or not session.wait(INTERRUPT_GRACE_S):
-            session.abandon()
+        if not reading_stdin:  # a model's turn stops within a token; a read from stdin does not
+            session.wait(5.0)
         raise
     if session.error is not None:
         raise session.error
@@ -284,9 +279,10 @@ def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | Non
         wanted = [parse_model_name(model) if model else None for model in switches]
     except (NotFound, ModelNameError) as error:
         raise fail(str(error))
-    if episode.status == EpisodeStatus.finished and store.terminal_evaluation(episode.id):
+    terminal = store.terminal_evaluation(episode.id)
+    if episode.status == EpisodeStatus.finished and terminal is not None:
         progress(f"episode {episode.id} is already finished")
-        if not store.terminal_evaluation(episode.id).ok:
+        if not terminal.ok:
             progress(f"its official score failed; judge it again with: sotopia-pi judge {episode.id}")
         report(store, episode, as_json)
         return

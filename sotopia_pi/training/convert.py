@@ -43,7 +43,7 @@ MODULE_NAMES = {
 }
 REFUSED_MODULES = {"embed_tokens", "lm_head"}
 SUPPORTED_ARCHITECTURES = {"llama"}
-DTYPES = {"f16": np.float16, "f32": np.float32}
+DTYPES: dict[str, type[np.floating]] = {"f16": np.float16, "f32": np.float32}
 
 _PEFT_TENSOR = re.compile(
     r"^(?:base_model\.model\.)?(?:model\.)?layers\.(?P<layer>\d+)\."

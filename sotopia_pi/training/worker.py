@@ -56,7 +56,8 @@ def emit(event: str, **fields: Any) -> None:
 
 
 def read_examples(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    train, evaluation = [], []
+    train: list[dict] = []
+    evaluation: list[dict] = []
     with open(run_dir / EXAMPLES_FILE, encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
