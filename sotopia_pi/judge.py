@@ -349,6 +349,7 @@ class Judge:
         self._schema = evaluation_schema(self.dimensions)
         self._live_schema = live_schema(self.dimensions)
         self._live_template = live_template(self.dimensions)
+        self._live_guess: list[str] | None = None  # the last live scores, as a template's blanks
 
     @property
     def live_max_tokens(self) -> int:
@@ -400,6 +401,9 @@ class Judge:
             if completion.finish_reason == "length" and not all(agent.ok for agent in agents):
                 cut = AgentEvaluation(failure=f"live judge output was cut off at {self.live_max_tokens} tokens")
                 agents = [agent if agent.ok else cut for agent in agents]
+            if all(agent.ok for agent in agents):  # scores move little from one turn to the next
+                names = [d.name for d in self.dimensions.dimensions]
+                self._live_guess = [str(agent.scores[name].score) for agent in agents for name in names]
         evaluation = self._record(episode_id, "provisional", turns, agents, started, completions)
         evaluation.skipped_turns = list(skipped_turns)
         return evaluation
@@ -407,9 +411,10 @@ class Judge:
     def _live_completion(self, messages: list[ChatMessage], cancel: threading.Event | None) -> Completion:
         """Each integer chosen greedily among its allowed ones where the backend can fill a
         template (what greedy generation under `live_schema` would answer, without repeat
-        penalty, for a fraction of the cost), else generation under `live_schema`."""
+        penalty, for a fraction of the cost; the last live scores as the guess to check first),
+        else generation under `live_schema`."""
         if isinstance(self.backend, ChoiceFilling) and self.temperature == 0:
-            return self.backend.fill_choices(messages, self._live_template, cancel=cancel)
+            return self.backend.fill_choices(messages, self._live_template, guess=self._live_guess, cancel=cancel)
         return self.backend.complete(
             messages,
             schema=self._live_schema,

@@ -110,13 +110,15 @@ class AdapterSwapping(Protocol):
 class ChoiceFilling(Protocol):
     """A backend that can answer with a fixed template whose blanks it fills, each with the
     likeliest of a few allowed strings (greedy), far cheaper than generating the same answer
-    under a grammar. Raises BackendError or Cancelled as `complete` does."""
+    under a grammar. `guess` (a string per blank) may make it cheaper still, never different.
+    Raises BackendError or Cancelled as `complete` does."""
 
     def fill_choices(
         self,
         messages: list[ChatMessage],
         template: Sequence[str | Sequence[str]],
         *,
+        guess: Sequence[str] | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion: ...
 

@@ -12,6 +12,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -26,13 +27,13 @@ from .llama_native import (  # isort: skip
     grammar_is_valid,
     keep_cached_prefix,
     lock_for,
-    logits_after,
+    logits_along,
     open_llama,
-    read_prompt,
 )
 from llama_cpp import Llama  # noqa: E402
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 from llama_cpp.llama_types import CreateChatCompletionStreamResponse  # noqa: E402
+import numpy as np  # noqa: E402
 
 from ..catalog import CatalogError, embedded_model_path, require_pulled  # noqa: E402
 from ..episode import ChatMessage  # noqa: E402
@@ -187,13 +188,16 @@ class LlamaCppBackend:
         messages: list[ChatMessage],
         template: Sequence[str | Sequence[str]],
         *,
+        guess: Sequence[str] | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
         """Answer with `template`: its strings as they are, each of its lists replaced by the
         allowed string the model finds likeliest, chosen token by token among the tokens that
         can still lead to an allowed string (greedy; no sampler, grammar or penalty). A blank
         costs one decode per token that is a real choice, so a fixed-shape answer such as a row
-        of integers costs far less than generating it under a grammar. The prompt reuses the KV
+        of integers costs far less than generating it under a grammar; `guess`, a likely string
+        per blank (the previous answer), is checked in the same decode, so every blank it gets
+        right costs nothing more (the answer does not depend on it). The prompt reuses the KV
         cache's prefix as `complete` does (both build the same prompt tokens)."""
         chat = [_as_dict(message) for message in messages]
         with self._lock:
@@ -203,8 +207,8 @@ class LlamaCppBackend:
                 prompt = chat_prompt_tokens(self.llm, chat)
                 parts = [self._template_part(part) for part in template]
                 self._check_room(len(prompt) + sum(_longest(part) for part in parts))
-                filler = _BlankFiller(self.llm, prompt, cancel)
-                text = filler.fill(parts, self._end_token())
+                filler = _BlankFiller(self.llm, prompt, parts, guess, cancel)
+                text = filler.fill(self._end_token())
             except (BackendError, Cancelled):
                 raise
             except (ValueError, RuntimeError, NativeError) as error:
@@ -411,11 +415,16 @@ class _Choices:
     def __init__(self, tokens_by_text: dict[str, list[int]]) -> None:
         self.children: dict[int, _Choices] = {}
         self.text: str | None = None  # set where an allowed string ends
+        self._tokens = tokens_by_text
         for text, tokens in tokens_by_text.items():
             node = self
             for token in tokens:
                 node = node.children.setdefault(token, _Choices({}))
             node.text = text
+
+    def tokens_of(self, text: str) -> list[int] | None:
+        """The tokens of one of the allowed strings (None for any other string)."""
+        return self._tokens.get(text)
 
     def longest(self) -> int:
         return max((1 + child.longest() for child in self.children.values()), default=0)
@@ -426,56 +435,118 @@ def _longest(part: "list[int] | _Choices") -> int:
 
 
 class _BlankFiller:
-    """One `fill_choices` answer: tokens wait in `pending` until a choice needs the logits
-    after them, and are then read in one decode (the prompt's first, behind its cached prefix)."""
+    """One `fill_choices` answer. Tokens wait in `pending` until a choice needs the logits after
+    them, and are then read in one decode (the prompt's first, behind its cached prefix).
 
-    def __init__(self, llm: Llama, prompt: list[int], cancel: threading.Event | None) -> None:
+    With a guess (a likely string per blank), that decode also reads the rest of the answer as
+    guessed and keeps the logits after each of its tokens (`checked`): each token the answer
+    then agrees on costs nothing more, and the first it does not agree on drops the rest from
+    the KV cache. The answer is the same with or without a guess, right or wrong."""
+
+    def __init__(
+        self,
+        llm: Llama,
+        prompt: list[int],
+        parts: "list[list[int] | _Choices]",
+        guess: Sequence[str] | None,
+        cancel: threading.Event | None,
+    ) -> None:
         self.llm = llm
+        self.parts = parts
         self.cancel = cancel
         self.pending = list(prompt)
         self.prompt_read = False
         self.cached_tokens = 0
         self.answer_tokens = 0
+        self.logits: np.ndarray | None = None  # after the last token of the answer so far
+        self.checked: deque[tuple[int, np.ndarray]] = deque()
+        self.guessed = self._guessed_tokens(guess) if guess else None
 
-    def fill(self, parts: "list[list[int] | _Choices]", end_token: int) -> str:
+    def fill(self, end_token: int) -> str:
         texts = []
-        for position, part in enumerate(parts):
+        for position, part in enumerate(self.parts):
             if isinstance(part, _Choices):
-                after = parts[position + 1] if position + 1 < len(parts) else None
+                after = self.parts[position + 1] if position + 1 < len(self.parts) else None
                 # An allowed string that is the start of another ("1" and "10") ends where the
                 # model prefers the text that follows (or the end of its answer) to going on.
                 ending = after[0] if isinstance(after, list) and after else end_token
-                texts.append(self._choose(part, ending))
+                texts.append(self._choose(part, ending, position))
             else:
-                self.pending += part
-                self.answer_tokens += len(part)
+                for token in part:
+                    self._append(token)
                 texts.append(self.llm.detokenize(part).decode("utf-8", errors="replace"))
         return "".join(texts)
 
-    def _choose(self, node: _Choices, ending: int) -> str:
+    def _guessed_tokens(self, guess: Sequence[str]) -> dict[int, list[int]]:
+        """For each blank's position, the rest of the answer from there as guessed (up to the
+        first guess that is not one of its blank's allowed strings)."""
+        blanks = [position for position, part in enumerate(self.parts) if isinstance(part, _Choices)]
+        strings: dict[int, list[int]] = {}
+        for position, text in zip(blanks, guess):
+            tokens = self.parts[position].tokens_of(text)  # type: ignore[union-attr]
+            if tokens is None:
+                break
+            strings[position] = tokens
+        guessed: dict[int, list[int]] = {}
+        rest: list[int] = []
+        for position in reversed(range(len(self.parts))):
+            part = self.parts[position]
+            if not isinstance(part, _Choices):
+                rest = part + rest
+            elif position in strings:
+                rest = guessed[position] = strings[position] + rest
+            else:
+                rest = []
+        return guessed
+
+    def _append(self, token: int) -> None:
+        self.answer_tokens += 1
+        if self.checked:
+            read, logits = self.checked.popleft()
+            if read == token:
+                self.logits = logits
+                return
+            self.llm.n_tokens -= len(self.checked) + 1  # the guess went wrong here
+            self.checked.clear()
+        self.pending.append(token)
+        self.logits = None
+
+    def _choose(self, node: _Choices, ending: int, position: int) -> str:
+        at_start = True
         while True:
             options = list(node.children)
             if node.text is not None:
                 if not options:
                     return node.text
                 options.append(ending)
-            token = options[0] if len(options) == 1 else self._likeliest(options)
+            if len(options) == 1:
+                token = options[0]
+            else:
+                guessed = self.guessed.get(position, []) if self.guessed is not None and at_start else []
+                logits = self._logits(guessed)
+                token = max(options, key=lambda option: logits[option])
             if token not in node.children:
                 return node.text  # type: ignore[return-value]  # the ending won
-            self.pending.append(token)
-            self.answer_tokens += 1
+            self._append(token)
             node = node.children[token]
+            at_start = False
 
-    def _likeliest(self, options: list[int]) -> int:
+    def _logits(self, guessed: list[int]) -> np.ndarray:
+        """The logits after the answer so far: known, or read now (with `guessed`, the rest of
+        the answer as guessed from here, whose logits are kept for `_append` to check)."""
+        if self.logits is not None:
+            return self.logits
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled(f"cancelled after {self.answer_tokens} tokens")
-        if self.prompt_read:
-            logits = logits_after(self.llm, self.pending)
-        else:
-            self.cached_tokens, logits = read_prompt(self.llm, self.pending)
+        if not self.prompt_read:
+            self.cached_tokens = min(keep_cached_prefix(self.llm, self.pending), len(self.pending) - 1)
+            self.llm.n_tokens = self.cached_tokens
+            self.pending = self.pending[self.cached_tokens :]
             self.prompt_read = True
+        rows = logits_along(self.llm, self.pending + guessed, len(self.pending) - 1)
         self.pending = []
-        return max(options, key=lambda token: logits[token])
+        self.checked = deque(zip(guessed, rows[1:]))
+        return rows[0]
 
 
 def _as_dict(message: ChatMessage | dict) -> dict:

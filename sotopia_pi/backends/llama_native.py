@@ -4,10 +4,10 @@
 - `LoraHandle`: runtime LoRA adapters through llama.cpp's low-level calls on a running Llama.
 - `grammar_is_valid`: asks llama.cpp itself whether a GBNF grammar parses.
 - `EvalMeter`: counts, exactly, how many prompt tokens one call took from the KV cache.
-- `chat_prompt_tokens`, `keep_cached_prefix`, `read_prompt`, `logits_after`: a chat prompt's
-  tokens exactly as `create_chat_completion` makes them, read into the KV cache behind its cached
-  prefix, and the next token's logits, for decoding without llama-cpp-python's sampler
-  (`LlamaCppBackend.fill_choices`, `read_ahead`).
+- `chat_prompt_tokens`, `keep_cached_prefix`, `read_prompt`, `logits_after`, `logits_along`: a
+  chat prompt's tokens exactly as `create_chat_completion` makes them, read into the KV cache
+  behind its cached prefix, and the logits after one token or after each of several, for
+  decoding without llama-cpp-python's sampler (`LlamaCppBackend.fill_choices`, `read_ahead`).
 
 Why AMX: llama.cpp built with GGML_NATIVE on a CPU that reports AMX puts quantized weights in an
 AMX "extra buffer"; under some hypervisors the first multi-token decode then dies with a general
@@ -285,6 +285,31 @@ def read_prompt(llm: Llama, tokens: list[int]) -> tuple[int, np.ndarray]:
     cached = min(keep_cached_prefix(llm, tokens), len(tokens) - 1)
     llm.n_tokens = cached
     return cached, logits_after(llm, tokens[cached:])
+
+
+def logits_along(llm: Llama, tokens: list[int], first: int) -> np.ndarray:
+    """Read `tokens` after what the KV cache holds; the logits after each of `tokens[first:]`,
+    copied, one row each. The rows come from one decode (those before it in ordinary batches),
+    so checking a guessed continuation costs one decode instead of one per token."""
+    head = max(0, min(first, len(tokens) - llm.n_batch))
+    if head:
+        llm.eval(tokens[:head])
+    rest, wanted = tokens[head:], first - head
+    n_past = llm.n_tokens
+    llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+    llm._batch.set_batch(batch=rest, n_past=n_past, logits_all=False)
+    for index in range(wanted, len(rest)):
+        llm._batch.batch.logits[index] = True
+    llm._ctx.decode(llm._batch)
+    llm.input_ids[n_past : n_past + len(rest)] = rest
+    llm.n_tokens += len(rest)
+    vocabulary = llm.n_vocab()
+    return np.stack(
+        [
+            np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, index), shape=(vocabulary,))
+            for index in range(wanted, len(rest))
+        ]
+    )
 
 
 def logits_after(llm: Llama, tokens: list[int]) -> np.ndarray:
