@@ -56,7 +56,7 @@ class TurnInProgress:
 class _Relay(RunnerEvents):
     """Keeps the session's view of the turn in progress, then passes each event on."""
 
-    def __init__(self, session: "RunnerSession") -> None:
+    def __init__(self, session: RunnerSession) -> None:
         self.session = session
 
     @property
@@ -199,7 +199,7 @@ class RunnerSession:
                 self.runner.step()
             else:
                 self.runner.run()
-        except Exception as failure:  # the lease is busy, the store went away: tell, do not crash
+        except Exception as failure:
             log.exception("episode %s stopped on an error", self.episode.id)
             error = failure
         finally:
@@ -266,7 +266,7 @@ class RunnerSession:
         def swap() -> None:
             try:
                 self.swap_adapter(side, adapter)
-            except Exception as error:  # a bad file, a server that refuses it: reported, kept
+            except Exception as error:  # noqa: BLE001 - a bad file, a server that refuses it: reported, kept
                 self._tell("swap_failed", side, error)
 
         thread = threading.Thread(target=swap, name=f"swap-adapter-{side + 1}", daemon=True)

@@ -73,7 +73,7 @@ class SwappingReplay(ReplayBackend):
 
 def new_session(store: Store, backends: dict, listener: Listener, **setup) -> RunnerSession:
     seed_store(store)
-    values = dict(agent_models=("replay:a", "replay:b"), judge_model="", live_eval=False, max_turns=4)
+    values = {"agent_models": ("replay:a", "replay:b"), "judge_model": "", "live_eval": False, "max_turns": 4}
     values.update(setup)
     episode = new_episode(store, EpisodeSetup("bike-sale", ("ines", "tomas"), **values))
     return RunnerSession(store, episode.id, events=listener, backends=backends, **_factory(backends))
@@ -195,7 +195,9 @@ def test_close_is_idempotent_cancels_a_turn_in_progress_and_frees_the_episode(st
 
 
 def test_a_killed_sessions_turns_survive_and_a_new_session_plays_on(store: Store, tmp_path: Path):
-    from .test_crash_resume import killed_mid_episode  # `run` drives a RunnerSession; SIGKILLed
+    from .test_crash_resume import (
+        killed_mid_episode,  # `run` drives a RunnerSession; SIGKILLed
+    )
 
     episode_id, committed = killed_mid_episode(store, tmp_path)
     assert [t.index for t in committed] == [0, 1, 2]
