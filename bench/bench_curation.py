@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 from sotopia_pi.dataset.candidates import load_candidates
+from sotopia_pi.dataset.export import write_export
 from sotopia_pi.dataset.filters import BestSide
 from sotopia_pi.dataset.selection import select, selection_statistics
+from sotopia_pi.dataset.snapshots import create_snapshot, load_snapshot
 from sotopia_pi.episode import (
     ActionType,
     AgentAction,
@@ -28,10 +30,8 @@ from sotopia_pi.episode import (
     Evaluation,
     Turn,
 )
-from sotopia_pi.dataset.export import write_export
 from sotopia_pi.profiles import Character, Scenario
 from sotopia_pi.prompts import agent_messages, history_lines
-from sotopia_pi.dataset.snapshots import create_snapshot, load_snapshot
 from sotopia_pi.store import Store
 from sotopia_pi.visibility import agent_view
 

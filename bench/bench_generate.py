@@ -17,8 +17,8 @@ import time
 from collections import Counter
 
 from sotopia_pi.backends import create_backend
-from sotopia_pi.library.generate import generate_scenarios
 from sotopia_pi.library import ensure_library, load_library
+from sotopia_pi.library.generate import generate_scenarios
 from sotopia_pi.store import Store
 
 

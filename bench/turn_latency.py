@@ -21,8 +21,8 @@ import argparse
 import os
 import sys
 import time
-from statistics import mean
 from dataclasses import dataclass
+from statistics import mean
 
 from sotopia_pi.backends import ChatBackend, create_backend, parse_model_name
 from sotopia_pi.backends.llama_cpp_backend import LlamaCppBackend

@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .errors import SotopiaError
 from . import paths
 from .episode import utc_now
+from .errors import SotopiaError
 from .store import NotFound, Store
 
 PEFT_DIR_NAME = "peft"

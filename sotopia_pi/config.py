@@ -18,9 +18,9 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from .errors import SotopiaError
 from . import paths
 from .backends.base import parse_model_name
+from .errors import SotopiaError
 
 ENV_PREFIX = "SOTOPIA_PI_"
 CONFIG_FILE_NAME = "config.toml"

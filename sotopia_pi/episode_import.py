@@ -24,8 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .errors import SotopiaError
-from .library import expert_corpus
+from .dataset.export import ENVIRONMENT
 from .episode import (
     ActionType,
     AgentAction,
@@ -36,11 +35,12 @@ from .episode import (
     Evaluation,
     Turn,
 )
-from .dataset.export import ENVIRONMENT
+from .errors import SotopiaError
 from .judge import overall_score
+from .library import expert_corpus
+from .library.sotopia_io import SOTOPIA_FILES, FieldProblem, ImportIssue, ImportReport, import_sotopia, read_objects
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn
-from .library.sotopia_io import SOTOPIA_FILES, FieldProblem, ImportIssue, ImportReport, import_sotopia, read_objects
 from .store import NotFound, Store
 from .visibility import agent_view
 

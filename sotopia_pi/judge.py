@@ -31,13 +31,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from .errors import SotopiaError
 from . import paths
 from .backends import BackendError, Cancelled, ChatBackend, Completion
 from .backends.base import ChoiceFilling, PromptReading
 from .episode import ActionType, AgentEvaluation, ChatMessage, DimensionScore, Evaluation, Turn, overall_score
-from .profiles import Character, Scenario
+from .errors import SotopiaError
 from .model_text import clean_text, read_json_object
+from .profiles import Character, Scenario
 from .prompts import history_lines, load_json_object, partial_argument
 from .visibility import judge_view
 
@@ -53,7 +53,7 @@ class Dimension(BaseModel):
     high: int
 
     @model_validator(mode="after")
-    def _range(self) -> "Dimension":
+    def _range(self) -> Dimension:
         if self.low >= self.high:
             raise ValueError(f"dimension {self.name}: low ({self.low}) must be below high ({self.high})")
         return self
@@ -67,7 +67,7 @@ class DimensionSet(BaseModel):
     model_config = {"populate_by_name": True}
 
     @model_validator(mode="after")
-    def _unique(self) -> "DimensionSet":
+    def _unique(self) -> DimensionSet:
         names = [d.name for d in self.dimensions]
         if len(names) != len(set(names)):
             raise ValueError(f"dimension set {self.name}: duplicate dimension names")

@@ -47,7 +47,7 @@ class RelationshipLevel(IntEnum):
     family_member = 5
 
     @classmethod
-    def parse(cls, value: object) -> "RelationshipLevel":
+    def parse(cls, value: object) -> RelationshipLevel:
         """Accept 3, "3", "friend" or "FRIEND"."""
         if isinstance(value, RelationshipLevel):
             return value
@@ -120,7 +120,7 @@ class Relationship(Record):
         return RelationshipLevel.parse(value)
 
     @model_validator(mode="after")
-    def _two_people(self) -> "Relationship":
+    def _two_people(self) -> Relationship:
         if self.agent1_id == self.agent2_id:
             raise ValueError("a relationship needs two different characters")
         return self

@@ -154,7 +154,7 @@ def _holding_lease(method):
     """Run `method` holding the episode's lease; let it go after if it was taken for this call."""
 
     @functools.wraps(method)
-    def holding(self: "EpisodeRunner", *args, **kwargs):
+    def holding(self: EpisodeRunner, *args, **kwargs):
         taken_here = self._lease is None
         self.claim()
         try:

@@ -5,7 +5,7 @@ Turn prompts are built with the same functions the runner uses, so they are real
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sotopia_pi.episode import (
     ActionType,
@@ -33,7 +33,7 @@ DEFAULT_ACTIONS = [
     ("speak", "Two fifty and we have a deal."),
     ("leave", ""),
 ]
-BASE_TIME = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+BASE_TIME = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 OTHER_SCORES = {
     "believability": 8,
     "relationship": 1,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sotopia_pi.dataset import export as export_module
 from sotopia_pi.cli import main
+from sotopia_pi.dataset import export as export_module
 from sotopia_pi.store import SCHEMA_VERSION, Store
 
 from .factories import seed_store

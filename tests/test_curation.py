@@ -7,6 +7,7 @@ import pytest
 from sotopia_pi.dataset import annotations, candidates, frozen, selection
 from sotopia_pi.dataset.candidates import Candidate, load_candidates
 from sotopia_pi.dataset.errors import CurationError
+from sotopia_pi.dataset.examples import estimate_tokens
 from sotopia_pi.dataset.filters import (
     AdapterIs,
     BestSide,
@@ -22,7 +23,6 @@ from sotopia_pi.dataset.filters import (
 )
 from sotopia_pi.dataset.selection import select
 from sotopia_pi.episode import EpisodeStatus
-from sotopia_pi.dataset.examples import estimate_tokens
 from sotopia_pi.store import Store
 
 from .curation_helpers import DEFAULT_ACTIONS, add_episode, examples_per_side, seed_profiles

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sotopia_pi.dataset.candidates import episode_candidates, load_candidates
 from sotopia_pi.cli import app
+from sotopia_pi.dataset.candidates import episode_candidates, load_candidates
+from sotopia_pi.dataset.export import ExportFormat, SotopiaEpisodeRow, write_export
+from sotopia_pi.dataset.snapshots import create_snapshot
 from sotopia_pi.episode import ActionType, EpisodeStatus
 from sotopia_pi.episode_import import (
     EXPERT_JUDGE,
@@ -26,9 +28,6 @@ from sotopia_pi.episode_import import (
     import_expert_corpus,
 )
 from sotopia_pi.library.expert_corpus import EXPERT_MODEL
-from sotopia_pi.dataset.export import ExportFormat, SotopiaEpisodeRow, write_export
-from sotopia_pi.prompts import messages_for_turn
-from sotopia_pi.dataset.snapshots import create_snapshot
 from sotopia_pi.library.sotopia_io import (
     SOTOPIA_ANY_AGE,
     character_to_sotopia,
@@ -36,6 +35,7 @@ from sotopia_pi.library.sotopia_io import (
     scenario_from_sotopia,
     scenario_to_sotopia,
 )
+from sotopia_pi.prompts import messages_for_turn
 from sotopia_pi.store import Store
 from sotopia_pi.visibility import UNKNOWN, agent_view
 

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from sotopia_pi.library.expert_corpus import CorpusError, corpus_dir, corpus_summary, load_corpus
 from sotopia_pi.library import load_library
+from sotopia_pi.library.expert_corpus import CorpusError, corpus_dir, corpus_summary, load_corpus
 from sotopia_pi.profiles import RelationshipLevel
 
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from sotopia_pi.dataset import annotations, candidates, filters
-from sotopia_pi.dataset.filters import BestSide
-from sotopia_pi.episode import ActionType, AgentAction, ChatMessage
-from sotopia_pi.dataset.errors import PromptLayoutError
+from sotopia_pi.dataset.errors import PromptLayoutError, SnapshotError
 from sotopia_pi.dataset.examples import count_message_tokens, estimate_tokens, token_counter, truncate_prompt
 from sotopia_pi.dataset.export import EpisodeLogRow, ExportFormat, snapshot_examples, write_export
-from sotopia_pi.prompts import CLOSING_PREFIX, HISTORY_HEADER
-from sotopia_pi.dataset.errors import SnapshotError
+from sotopia_pi.dataset.filters import BestSide
 from sotopia_pi.dataset.snapshots import create_snapshot, list_snapshots, load_snapshot
+from sotopia_pi.episode import ActionType, AgentAction, ChatMessage
+from sotopia_pi.prompts import CLOSING_PREFIX, HISTORY_HEADER
 from sotopia_pi.store import Store
 from sotopia_pi.visibility import UNKNOWN, render_goal
 

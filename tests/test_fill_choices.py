@@ -118,7 +118,7 @@ class DecodeCounter:
         self.context = backend.llm._ctx
         self.count = 0
 
-    def __enter__(self) -> "DecodeCounter":
+    def __enter__(self) -> DecodeCounter:
         decode = type(self.context).decode
 
         def counted(batch):

@@ -18,7 +18,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -33,12 +32,12 @@ from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.catalog import CatalogError, load_catalog
 from sotopia_pi.cli import app
 from sotopia_pi.episode import EpisodeStatus
-from sotopia_pi.library.generate import parse_answer
 from sotopia_pi.judge import DimensionSetError, load_dimension_set, parse_agent_evaluation
 from sotopia_pi.library import LibraryError, load_library
+from sotopia_pi.library.generate import parse_answer
+from sotopia_pi.library.sotopia_io import import_sotopia
 from sotopia_pi.model_text import clean_text, one_line, read_json
 from sotopia_pi.prompts import load_json_object, parse_action, partial_argument, turn_line
-from sotopia_pi.library.sotopia_io import import_sotopia
 from sotopia_pi.store import Store
 
 from .factories import GOOD_SCORES, action, judge_answer, seed_store

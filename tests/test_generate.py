@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 from sotopia_pi.backends import create_backend
 from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.cli import app
+from sotopia_pi.library import RecordError, ensure_library, load_library, scenario_to_dict
 from sotopia_pi.library.generate import (
     GENERATED_SOURCE,
-    find_duplicate,
     GenerationError,
     SeedUsed,
+    find_duplicate,
     generate_scenarios,
     generation_schema,
     parse_answer,
@@ -26,7 +27,6 @@ from sotopia_pi.library.generate import (
     unused_seeds,
     used_seeds,
 )
-from sotopia_pi.library import RecordError, ensure_library, load_library, scenario_to_dict
 from sotopia_pi.profiles import RelationshipLevel, valid_pairs
 
 

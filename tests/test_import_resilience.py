@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from sotopia_pi import paths
 from sotopia_pi.cli import app
 from sotopia_pi.library import LibraryError, load_library
-from sotopia_pi.profiles import Scenario
 from sotopia_pi.library.sotopia_io import import_sotopia
+from sotopia_pi.profiles import Scenario
 from sotopia_pi.store import Store
 
 BAD_LINES = {

@@ -19,7 +19,7 @@ from sotopia_pi.episode_list import EpisodeFilter, list_episodes
 from sotopia_pi.runner import EpisodeRunner, EpisodeSetup, new_episode
 from sotopia_pi.store import Store, leases
 
-from .factories import action, judge_answer, seed_store
+from .factories import action, seed_store
 from .helpers import wait_for
 
 

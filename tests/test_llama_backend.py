@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sotopia_pi.backends import BackendError, Cancelled, ChatBackend, create_backend
-from sotopia_pi.backends.llama_cpp_backend import LlamaCppBackend
 from sotopia_pi.backends.base import parse_model_name
+from sotopia_pi.backends.llama_cpp_backend import LlamaCppBackend
 from sotopia_pi.catalog import embedded_model_path
 from sotopia_pi.episode import AgentAction, ChatMessage, action_json_schema
 

@@ -10,8 +10,8 @@ import pytest
 
 from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.episode import ActionType, AgentAction, EpisodeStatus
-from sotopia_pi.library.generate import parse_answer
 from sotopia_pi.judge import judge_messages, load_dimension_set, parse_agent_evaluation
+from sotopia_pi.library.generate import parse_answer
 from sotopia_pi.model_text import MAX_JSON_DEPTH, clean_text, one_line, read_json
 from sotopia_pi.prompts import load_json_object, messages_for_turn, parse_action, partial_argument
 from sotopia_pi.runner import EpisodeRunner, EpisodeSetup, new_episode

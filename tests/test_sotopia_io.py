@@ -7,24 +7,23 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from sotopia_pi.library import load_library
 from typer.testing import CliRunner
 
 from sotopia_pi.cli import app
-from sotopia_pi.profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
+from sotopia_pi.library import load_library
 from sotopia_pi.library.sotopia_io import (
     SOTOPIA_FILES,
     SOTOPIA_HARD_SCENARIO_IDS,
     FieldProblem,
-    check_hint_tags,
     character_from_sotopia,
+    check_hint_tags,
     export_sotopia,
     import_sotopia,
-    parse_agent_constraint,
     parse_age_constraint,
+    parse_agent_constraint,
     parse_occupation_constraint,
 )
+from sotopia_pi.profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario
 from sotopia_pi.store import Store
 
 AMARA = "01H5TNE5PRCAF1CK5ERS5MVZ22"

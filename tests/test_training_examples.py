@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from sotopia_pi.episode import ActionType, ChatMessage, Turn
 from sotopia_pi.dataset.examples import SftExample
+from sotopia_pi.episode import ActionType, ChatMessage, Turn
 from sotopia_pi.prompts import messages_for_turn
 from sotopia_pi.training.examples import (
     build_training_examples,

@@ -25,7 +25,7 @@ from tui.widgets.takeover import TakeoverPanel
 from tui.widgets.transcript import Transcript
 
 from .factories import GOOD_SCORES, action, judge_answer, seed_store
-from .tui_support import HeldBackend, factory_with, replay_file, replay_settings, wait_until
+from .tui_support import HeldBackend, factory_with, replay_settings, wait_until
 
 SIZE = (120, 40)
 

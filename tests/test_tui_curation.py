@@ -7,8 +7,8 @@ from rich.console import Console
 from rich.text import Text
 from textual.widgets import DataTable, Input, Static, TextArea
 
-from sotopia_pi.dataset import annotations
 from sotopia_pi.config import Settings
+from sotopia_pi.dataset import annotations
 from sotopia_pi.dataset.snapshots import list_snapshots, load_snapshot
 from sotopia_pi.store import Store
 from tui.app import SotopiaApp

@@ -9,8 +9,8 @@ import pytest
 from textual.widgets import Button, Input, OptionList, RichLog, Select, TextArea
 
 from sotopia_pi.config import Settings
-from sotopia_pi.library.generate import GENERATED_SOURCE, used_seeds
 from sotopia_pi.library import AUTHORED_SOURCE, load_library, scenario_from_dict
+from sotopia_pi.library.generate import GENERATED_SOURCE, used_seeds
 from sotopia_pi.profiles import RelationshipLevel, valid_pairs
 from sotopia_pi.store import Store
 from tui.app import SotopiaApp

@@ -18,9 +18,9 @@ from sotopia_pi.adapters import AdapterRecord, get_adapter, list_adapters, regis
 from sotopia_pi.backends import Completion, ModelSpec, create_backend
 from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.config import Settings
+from sotopia_pi.dataset.snapshots import create_snapshot
 from sotopia_pi.episode import ActionType, Turn
 from sotopia_pi.runner import EpisodeSetup, new_episode
-from sotopia_pi.dataset.snapshots import create_snapshot
 from sotopia_pi.store import Store
 from tui.app import SotopiaApp
 from tui.screens.adapter_picker import AdapterPickerScreen
@@ -42,8 +42,8 @@ SIZE = (120, 40)
 def register_fake_adapter(store: Store, directory: Path, name: str, *, base: str = "embedded", seed: int = 1) -> AdapterRecord:
     """A registered adapter for the embedded model: a random GGUF LoRA that llama.cpp loads, and a
     small PEFT folder beside it (never used by these tests' agents)."""
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     peft = directory / f"{name}-peft"
     peft.mkdir(parents=True)

@@ -18,10 +18,10 @@ from sotopia_pi.profiles import RelationshipLevel
 from sotopia_pi.prompts import (
     CLOSING_PREFIX,
     NOTHING_NEW,
-    closing_block,
-    messages_for_turn,
     agent_messages,
+    closing_block,
     history_lines,
+    messages_for_turn,
     parse_action,
     partial_argument,
 )

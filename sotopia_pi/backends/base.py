@@ -38,8 +38,8 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from ..errors import SotopiaError
 from ..episode import ChatMessage
+from ..errors import SotopiaError
 from ..model_text import clean_text
 from ..redaction import redact
 
@@ -148,7 +148,7 @@ class ModelSpec:
     def is_human(self) -> bool:
         return self.kind == "human"
 
-    def with_adapter(self, adapter: str | Path | None) -> "ModelSpec":
+    def with_adapter(self, adapter: str | Path | None) -> ModelSpec:
         """The same model with another adapter (None: the base model)."""
         return replace(self, adapter=str(adapter) if adapter is not None else None)
 

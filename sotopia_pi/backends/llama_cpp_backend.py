@@ -30,10 +30,10 @@ from .llama_native import (  # isort: skip
     logits_along,
     open_llama,
 )
+import numpy as np  # noqa: E402
 from llama_cpp import Llama  # noqa: E402
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 from llama_cpp.llama_types import CreateChatCompletionStreamResponse  # noqa: E402
-import numpy as np  # noqa: E402
 
 from ..catalog import CatalogError, embedded_model_path, require_pulled  # noqa: E402
 from ..episode import ChatMessage  # noqa: E402
@@ -105,7 +105,7 @@ class LlamaCppBackend:
         seed: int | None = None,
         chat_format: str | None = None,
         **sampling: float,
-    ) -> "LlamaCppBackend":
+    ) -> LlamaCppBackend:
         """Build a backend for `embedded`, `gguf:PATH` or `catalog:NAME` (+adapter=PATH)."""
         if llama is None:
             path = resolve_model_path(spec)
@@ -250,7 +250,7 @@ class LlamaCppBackend:
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
 
-    def _template_part(self, part: str | Sequence[str]) -> "list[int] | _Choices":
+    def _template_part(self, part: str | Sequence[str]) -> list[int] | _Choices:
         if isinstance(part, str):
             return self._tokens(part)
         if not part:
@@ -402,7 +402,7 @@ class LlamaCppBackend:
         if self._closed:
             raise BackendError(f"{self.name}: backend is closed")
 
-    def __enter__(self) -> "LlamaCppBackend":
+    def __enter__(self) -> LlamaCppBackend:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -430,7 +430,7 @@ class _Choices:
         return max((1 + child.longest() for child in self.children.values()), default=0)
 
 
-def _longest(part: "list[int] | _Choices") -> int:
+def _longest(part: list[int] | _Choices) -> int:
     return part.longest() if isinstance(part, _Choices) else len(part)
 
 
@@ -447,7 +447,7 @@ class _BlankFiller:
         self,
         llm: Llama,
         prompt: list[int],
-        parts: "list[list[int] | _Choices]",
+        parts: list[list[int] | _Choices],
         guess: Sequence[str] | None,
         cancel: threading.Event | None,
     ) -> None:

@@ -47,7 +47,7 @@ EXTRA_BUFFERS_ENV = "SOTOPIA_PI_LLAMA_EXTRA_BUFFERS"
 
 _patch_lock = threading.Lock()
 _patched = False
-_llama_locks: "weakref.WeakKeyDictionary[Llama, threading.RLock]" = weakref.WeakKeyDictionary()
+_llama_locks: weakref.WeakKeyDictionary[Llama, threading.RLock] = weakref.WeakKeyDictionary()
 _llama_locks_guard = threading.Lock()
 _log_lock = threading.Lock()
 
@@ -159,7 +159,7 @@ class LoraHandle:
         self._pointer = pointer
 
     @classmethod
-    def load(cls, llm: Llama, path: str | Path) -> "LoraHandle":
+    def load(cls, llm: Llama, path: str | Path) -> LoraHandle:
         path = Path(path)
         with captured_llama_log() as lines:
             pointer = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
@@ -220,7 +220,7 @@ class EvalMeter:
         return self.evals
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["EvalMeter"]:
+    def installed(self) -> Iterator[EvalMeter]:
         self.llm.eval = self._eval  # type: ignore[method-assign]  # on purpose: an instance attribute shadows the method
         try:
             yield self

@@ -33,8 +33,8 @@ from pathlib import Path
 import httpx
 import openai
 
-from ..errors import SotopiaError
 from ..episode import ChatMessage
+from ..errors import SotopiaError
 from ..redaction import register_secret
 from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, start_with_adapter
 from .schema import SchemaError, prepare_schema, schema_instruction
@@ -120,7 +120,7 @@ class OpenAIBackend:
         seed: int | None = None,
         top_p: float | None = None,
         token_timeout: float | None = None,
-    ) -> "OpenAIBackend":
+    ) -> OpenAIBackend:
         if spec.kind != "openai":
             raise BackendError(f"{spec.name} is not an OpenAI-compatible model name (openai:MODEL@URL)")
         url = spec.url or OPENAI_URL
@@ -404,7 +404,7 @@ class OpenAIBackend:
                 self._lora_name = None
         self._client.close()
 
-    def __enter__(self) -> "OpenAIBackend":
+    def __enter__(self) -> OpenAIBackend:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -469,7 +469,7 @@ _END = object()
 _POLL_S = 0.1
 
 
-def _read_in_background(stream) -> "queue.Queue":
+def _read_in_background(stream) -> queue.Queue:
     """Chunks of `stream` put on a queue by a daemon thread, then _END (or the exception)."""
     chunks: queue.Queue = queue.Queue()
 
@@ -485,7 +485,7 @@ def _read_in_background(stream) -> "queue.Queue":
     return chunks
 
 
-def _chunks_until(chunks: "queue.Queue", deadline: Callable[[], float], cancel: threading.Event | None) -> Iterator:
+def _chunks_until(chunks: queue.Queue, deadline: Callable[[], float], cancel: threading.Event | None) -> Iterator:
     """Chunks from the queue; _TIMED_OUT once `deadline()` passes with none, _CANCELLED once
     `cancel` is set while waiting. Raises what the reading thread raised."""
     while True:

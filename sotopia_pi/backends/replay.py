@@ -25,7 +25,7 @@ class ReplayBackend:
         self.calls: list[list[ChatMessage]] = []
 
     @classmethod
-    def from_file(cls, path: str) -> "ReplayBackend":
+    def from_file(cls, path: str) -> ReplayBackend:
         file = Path(path)
         try:
             outputs = json.loads(file.read_text(encoding="utf-8"))

@@ -15,6 +15,8 @@ from functools import lru_cache
 
 from ..errors import SotopiaError
 from . import llama_native  # noqa: F401 - sets llama.cpp's OpenMP policy before llama_cpp loads
+
+# isort: split
 from llama_cpp.llama_grammar import json_schema_to_gbnf  # noqa: E402
 
 # Above this many allowed values an enum grammar gets large; such a range is better left to

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import sys
 
-from .app import app
-
 # Command modules register their commands on import.
 from . import (  # noqa: E402,F401
     adapters_cmd,
@@ -20,6 +18,7 @@ from . import (  # noqa: E402,F401
     run_cmd,
     train_cmd,
 )
+from .app import app
 
 __all__ = ["app", "main"]
 

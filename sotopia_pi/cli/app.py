@@ -26,7 +26,7 @@ def emit_json(document: Any) -> None:
     sys.stdout.write("\n")
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error on stderr and return the Exit to raise."""
     from ..model_text import clean_text
     from ..redaction import redact

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -33,7 +33,7 @@ curate_app = typer.Typer(
 app.add_typer(curate_app, name="curate")
 
 SideOption = Annotated[
-    Optional[int], typer.Option("--side", min=0, max=1, help="0 = first agent, 1 = second; default: the whole episode")
+    int | None, typer.Option("--side", min=0, max=1, help="0 = first agent, 1 = second; default: the whole episode")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document")]
 
@@ -57,7 +57,7 @@ def _print_selection(selection: Selection) -> None:
 @curate_app.command("select", epilog="Filters (-f, in order):\n\n" + FILTER_GRAMMAR.replace("\n", "\n\n"))
 def select_command(
     filters: Annotated[list[str], typer.Option("--filter", "-f", help="a filter; repeat to chain them")] = [],
-    snapshot: Annotated[Optional[str], typer.Option("--snapshot", help="freeze the selection under this name")] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="freeze the selection under this name")] = None,
     description: Annotated[str, typer.Option("--description", help="a note stored with the snapshot")] = "",
     show_sides: Annotated[bool, typer.Option("--list", help="list the kept sides")] = False,
     as_json: JsonOption = False,
@@ -174,7 +174,7 @@ def tag_command(
 def edit_command(
     episode: str,
     turn: Annotated[int, typer.Argument(help="turn index (0 is the first turn)")],
-    text: Annotated[Optional[str], typer.Argument(help="the new text of the action's argument")] = None,
+    text: Annotated[str | None, typer.Argument(help="the new text of the action's argument")] = None,
     undo: Annotated[bool, typer.Option("--undo", help="drop the edit and use the original text")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -195,7 +195,7 @@ def edit_command(
 
 
 @curate_app.command("edits")
-def edits_command(episode: Annotated[Optional[str], typer.Argument()] = None, as_json: JsonOption = False) -> None:
+def edits_command(episode: Annotated[str | None, typer.Argument()] = None, as_json: JsonOption = False) -> None:
     """The history of turn edits."""
     try:
         with Store() as store:
@@ -212,7 +212,7 @@ def edits_command(episode: Annotated[Optional[str], typer.Argument()] = None, as
 
 @curate_app.command("snapshots")
 def snapshots_command(
-    name: Annotated[Optional[str], typer.Argument(help="show this snapshot's manifest")] = None,
+    name: Annotated[str | None, typer.Argument(help="show this snapshot's manifest")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List dataset snapshots, or show one manifest."""
@@ -242,10 +242,10 @@ def export_command(
     fmt: Annotated[ExportFormat, typer.Option("--format", help="sft, chat, prompt-completion, episodelog or sotopia-episodes")],
     out: Annotated[Path, typer.Option("--out", help="the JSONL file to write")],
     max_prompt_tokens: Annotated[
-        Optional[int], typer.Option("--max-prompt-tokens", min=1, help="cut the oldest dialogue lines past this")
+        int | None, typer.Option("--max-prompt-tokens", min=1, help="cut the oldest dialogue lines past this")
     ] = None,
     tokenizer: Annotated[
-        Optional[Path], typer.Option("--tokenizer", help="a local Hugging Face tokenizer folder to count tokens")
+        Path | None, typer.Option("--tokenizer", help="a local Hugging Face tokenizer folder to count tokens")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from .app import app, emit_json, fail, open_store
 @app.command("import-episodes")
 def import_episodes_command(
     path: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Argument(
             help="A JSONL file of episodes (Sotopia EpisodeLog rows, Sotopia episode files, or our "
             "episodelog / sotopia-episodes export), a folder of them (with Sotopia's profile files, "

@@ -8,9 +8,9 @@ import os
 import sqlite3
 import sys
 
-from ..model_text import one_line
 from .. import paths
 from ..errors import SotopiaError
+from ..model_text import one_line
 from ..redaction import redact
 from ..store import describe_database_error
 

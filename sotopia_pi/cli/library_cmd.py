@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ..backends import BackendError, ModelNameError, create_backend
-from ..library.generate import (
-    DEFAULT_ATTEMPTS,
-    DEFAULT_SEEDS_PER_SCENARIO,
-    DEFAULT_TEMPERATURE,
-    GenerationError,
-    generate_scenarios,
-)
 from ..library import (
     LibraryError,
     character_to_toml,
     ensure_library,
     load_library,
     scenario_to_toml,
+)
+from ..library.generate import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_SEEDS_PER_SCENARIO,
+    DEFAULT_TEMPERATURE,
+    GenerationError,
+    generate_scenarios,
 )
 from ..store import NotFound, Store
 from .app import app, emit_json, fail, open_store, progress, user_settings
@@ -30,7 +30,7 @@ library_app = typer.Typer(help="The built-in scenario library (scenarios/).", no
 app.add_typer(library_app, name="library")
 
 PathOption = Annotated[
-    Optional[Path], typer.Option("--path", help="Library folder (default: the built-in scenarios/).")
+    Path | None, typer.Option("--path", help="Library folder (default: the built-in scenarios/).")
 ]
 
 
@@ -124,7 +124,7 @@ def install(
 @library_app.command("export")
 def export(
     record: Annotated[str, typer.Argument(help="A scenario id or codename, or a character id.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print a stored scenario or character in the library's TOML format."""
     with open_store() as store:
@@ -146,13 +146,13 @@ def export(
 def generate(
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many scenarios to store.")] = 1,
     model: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--model", "-m", help="Model name (see `run --help`) [default: the settings' judge model]"),
     ] = None,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="Answers tried per seed.")] = DEFAULT_ATTEMPTS,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds tried per scenario.")] = DEFAULT_SEEDS_PER_SCENARIO,
     temperature: Annotated[float, typer.Option("--temperature")] = DEFAULT_TEMPERATURE,
-    seed: Annotated[Optional[int], typer.Option("--random-seed", help="Fix the choice of seeds and examples.")] = None,
+    seed: Annotated[int | None, typer.Option("--random-seed", help="Fix the choice of seeds and examples.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the stored scenarios and pairings as JSON.")] = False,
 ) -> None:
     """Generate new scenarios from unused seed prompts (SOTOPIA-pi's procedure) and store them."""

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..profiles import Character, Scenario, valid_pairs
 from ..library.sotopia_io import SOTOPIA_HARD_SCENARIO_IDS, export_sotopia, import_sotopia
+from ..profiles import Character, Scenario, valid_pairs
 from ..store import NotFound, Store
 from .app import app, emit_json, fail, open_store
 

@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -212,21 +212,21 @@ def print_summary(store: Store, episode: Episode) -> None:
 @app.command()
 def run(
     scenario: Annotated[str, typer.Option(help="scenario id or codename")],
-    pairing: Annotated[Optional[str], typer.Option(help="pairing id (which two characters play)")] = None,
-    characters: Annotated[Optional[str], typer.Option(help="two character names or ids, comma-separated")] = None,
+    pairing: Annotated[str | None, typer.Option(help="pairing id (which two characters play)")] = None,
+    characters: Annotated[str | None, typer.Option(help="two character names or ids, comma-separated")] = None,
     agent1: Annotated[
-        Optional[str], typer.Option(help="model for side 1 (`human` to play it yourself) [default: from settings]")
+        str | None, typer.Option(help="model for side 1 (`human` to play it yourself) [default: from settings]")
     ] = None,
-    agent2: Annotated[Optional[str], typer.Option(help="model for side 2 [default: from settings]")] = None,
+    agent2: Annotated[str | None, typer.Option(help="model for side 2 [default: from settings]")] = None,
     judge: Annotated[
-        Optional[str], typer.Option(help="judge model; empty for no judge [default: from settings]")
+        str | None, typer.Option(help="judge model; empty for no judge [default: from settings]")
     ] = None,
-    max_turns: Annotated[Optional[int], typer.Option(min=1, help="[default: from settings]")] = None,
+    max_turns: Annotated[int | None, typer.Option(min=1, help="[default: from settings]")] = None,
     live_eval: Annotated[
-        Optional[bool], typer.Option("--live-eval/--no-live-eval", help="[default: from settings]")
+        bool | None, typer.Option("--live-eval/--no-live-eval", help="[default: from settings]")
     ] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.7,
-    tag: Annotated[Optional[list[str]], typer.Option(help="tag the episode (repeatable)")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="tag the episode (repeatable)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the episode as one JSON document")] = False,
 ) -> None:
     """Play one episode of a scenario and score it. Options left out take the values the
@@ -264,8 +264,8 @@ def run(
 @app.command()
 def resume(
     episode_id: Annotated[str, typer.Argument(help="episode id (a unique prefix is enough)")],
-    agent1: Annotated[Optional[str], typer.Option(help="switch side 1 to another model")] = None,
-    agent2: Annotated[Optional[str], typer.Option(help="switch side 2 to another model")] = None,
+    agent1: Annotated[str | None, typer.Option(help="switch side 1 to another model")] = None,
+    agent2: Annotated[str | None, typer.Option(help="switch side 2 to another model")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Continue a paused or interrupted episode from its last saved turn."""
@@ -310,7 +310,7 @@ def _resume(store: Store, episode_id: str, switches: tuple[str | None, str | Non
 @app.command("judge")
 def judge_again(
     episode_id: Annotated[str, typer.Argument(help="episode id (a unique prefix is enough)")],
-    judge: Annotated[Optional[str], typer.Option(help="judge with this model instead of the episode's")] = None,
+    judge: Annotated[str | None, typer.Option(help="judge with this model instead of the episode's")] = None,
     force: Annotated[bool, typer.Option("--force", help="judge again even if the official score is fine")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -335,11 +335,11 @@ def judge_again(
 
 @episodes_app.command("list")
 def list_episodes(
-    status: Annotated[Optional[EpisodeStatus], typer.Option()] = None,
-    scenario: Annotated[Optional[str], typer.Option(help="scenario id or codename")] = None,
-    model: Annotated[Optional[str], typer.Option(help="part of either side's model name")] = None,
-    adapter: Annotated[Optional[str], typer.Option(help="part of the adapter either side played with")] = None,
-    tag: Annotated[Optional[str], typer.Option()] = None,
+    status: Annotated[EpisodeStatus | None, typer.Option()] = None,
+    scenario: Annotated[str | None, typer.Option(help="scenario id or codename")] = None,
+    model: Annotated[str | None, typer.Option(help="part of either side's model name")] = None,
+    adapter: Annotated[str | None, typer.Option(help="part of the adapter either side played with")] = None,
+    tag: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

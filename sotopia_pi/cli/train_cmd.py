@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -31,9 +31,9 @@ def train_command(
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens per sequence; longer conversations are cut after the last answer that fits.")] = 2048,
     heldout: Annotated[float, typer.Option("--heldout", help="Share of the snapshot's episodes kept out for the eval loss.")] = 0.1,
     seed: Annotated[int, typer.Option("--seed")] = 42,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores).")] = None,
     save_every: Annotated[int, typer.Option("--save-every", help="Optimizer steps between checkpoints.")] = 20,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps (smoke runs).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps (smoke runs).")] = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Less memory, about a quarter slower.")] = False,
     quantize_4bit: Annotated[bool, typer.Option("--4bit", help="QLoRA: load the base in 4 bits (CUDA and bitsandbytes).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON document.")] = False,

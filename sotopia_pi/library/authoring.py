@@ -16,7 +16,15 @@ from ..profiles import Character, Pairing, Relationship, RelationshipLevel, Scen
 from ..store import Store
 from .install import choose_pairings, keep_fitting_pairings, pairing_id
 from .loader import CHARACTERS_FILE, RELATIONSHIPS_FILE, SCENARIOS_DIR
-from .records import FieldError, RecordError, check_character, check_scenario, field_errors, relationship_id, validate_character
+from .records import (
+    FieldError,
+    RecordError,
+    check_character,
+    check_scenario,
+    field_errors,
+    relationship_id,
+    validate_character,
+)
 from .toml_style import character_to_dict, character_to_toml, relationship_to_toml, scenario_to_dict, scenario_to_toml
 
 AUTHORED_SOURCE = "sotopia-pi authored"

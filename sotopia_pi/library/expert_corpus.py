@@ -45,9 +45,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import SotopiaError
 from .. import paths
 from ..episode import ARGUMENT_MAX_CHARS, ActionType
+from ..errors import SotopiaError
 
 EXPERT_DIR = "expert"
 EXPERT_MODEL = "expert (hand-written)"
@@ -84,7 +84,7 @@ class ExpertTurn(BaseModel):
     argument: str = Field(default="", max_length=ARGUMENT_MAX_CHARS)
 
     @model_validator(mode="after")
-    def _argument_fits_type(self) -> "ExpertTurn":
+    def _argument_fits_type(self) -> ExpertTurn:
         empty = not self.argument.strip()
         if self.action_type in (ActionType.none, ActionType.leave) and not empty:
             raise ValueError(f"a {self.action_type.value} action takes an empty argument")
@@ -104,7 +104,7 @@ class ExpertEpisode(BaseModel):
     evaluation: list[dict[str, ExpertScore]] = Field(min_length=2, max_length=2)
 
     @model_validator(mode="after")
-    def _shape(self) -> "ExpertEpisode":
+    def _shape(self) -> ExpertEpisode:
         if self.quality == "expert" and len(self.turns) < MIN_EXPERT_TURNS:
             raise ValueError(f"an expert episode needs at least {MIN_EXPERT_TURNS} turns, not {len(self.turns)}")
         if self.quality == "poor" and self.flaw not in FLAWS:
@@ -230,8 +230,8 @@ def corpus_summary(episodes: list[CorpusEpisode]) -> dict:
 def brief(codename: str) -> str:
     """What a writer needs for one scenario: each side's own view for every pair, and the rubric."""
     from ..judge import load_dimension_set
-    from .loader import load_library
     from ..visibility import HINT_TAGS, agent_view
+    from .loader import load_library
 
     library = load_library()
     scenario = library.scenario(codename)

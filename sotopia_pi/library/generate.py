@@ -21,9 +21,9 @@ from difflib import SequenceMatcher
 
 from pydantic import BaseModel, Field
 
-from ..errors import SotopiaError
 from ..backends import BackendError, Cancelled, ChatBackend
 from ..episode import ChatMessage
+from ..errors import SotopiaError
 from ..model_text import read_json
 from ..profiles import Character, Pairing, Relationship, RelationshipLevel, Scenario, new_id, valid_pairs
 from ..store import Store
@@ -31,7 +31,15 @@ from ..store.library import claim_seed, seed_use_for_scenario, seed_uses
 from ..visibility import HINT_TAG_MARKUP, HINT_TAGS
 from .install import choose_pairings, ensure_library
 from .loader import load_library
-from .records import CATEGORIES, PAIRINGS_PER_SCENARIO, FieldError, Library, RecordError, scenario_from_dict, validate_scenario
+from .records import (
+    CATEGORIES,
+    PAIRINGS_PER_SCENARIO,
+    FieldError,
+    Library,
+    RecordError,
+    scenario_from_dict,
+    validate_scenario,
+)
 
 GENERATED_SOURCE = "sotopia-pi generated"
 DEFAULT_TEMPERATURE = 0.5  # SOTOPIA-pi's setting

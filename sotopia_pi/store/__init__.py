@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from .. import paths
 from ..episode import Episode, EpisodeStatus, Evaluation, Turn, utc_now
 from ..model_text import clean_text
-from ..redaction import redact
 from ..profiles import Character, Pairing, Relationship, Scenario
+from ..redaction import redact
 from .errors import NotFound, StoreError
 
 MIGRATIONS: list[str] = [
@@ -287,7 +287,7 @@ class Store:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..episode import EpisodeStatus
@@ -104,7 +104,7 @@ def acquire(store: Store, episode_id: str, holder: str | None = None) -> Lease:
         holder=holder or default_holder(),
         pid=os.getpid(),
         host=socket.gethostname(),
-        acquired_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        acquired_at=datetime.now(UTC).isoformat(timespec="seconds"),
         heartbeat_at=now,
     )
     try:

@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..errors import SotopiaError
-from ..episode import ChatMessage
 from ..dataset.examples import SftExample
+from ..episode import ChatMessage
+from ..errors import SotopiaError
 
 Layout = Literal["conversation", "turn"]
 

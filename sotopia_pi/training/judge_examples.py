@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from ..episode import ChatMessage, DimensionScore
 from ..dataset.frozen import FrozenEpisode
+from ..episode import ChatMessage, DimensionScore
 from ..judge import REASONING_MAX_CHARS, DimensionSet, judge_messages
 from .examples import TrainingExample
 

@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import SotopiaError
 from .. import paths
 from ..dataset.export import snapshot_examples
 from ..dataset.snapshots import load_snapshot
+from ..errors import SotopiaError
 from ..store import Store
 from .config import TrainConfig
 from .examples import build_training_examples, split_by_episode, tokenize_examples

@@ -78,7 +78,7 @@ def score_sort(value: float | None) -> float:
 class Column:
     key: str
     label: str
-    sort: Callable[["TableRow"], object]
+    sort: Callable[[TableRow], object]
     width: int | None = None
     descending_first: bool = False
 

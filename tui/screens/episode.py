@@ -65,7 +65,7 @@ class ScreenEvents(PostingEvents):
     """The session's events for the live screen: posted as messages, except `closed`, which
     comes after the screen is gone and frees the episode for the app at once."""
 
-    def __init__(self, screen: "EpisodeScreen") -> None:
+    def __init__(self, screen: EpisodeScreen) -> None:
         super().__init__(screen)
         self.screen = screen
 

@@ -23,6 +23,7 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from sotopia_pi.backends import BackendError, Cancelled, ChatBackend
+from sotopia_pi.library import FieldError, LibraryError, RecordError, load_library
 from sotopia_pi.library.generate import (
     GenerationError,
     Proposal,
@@ -32,7 +33,6 @@ from sotopia_pi.library.generate import (
     save_proposal,
     unused_seeds,
 )
-from sotopia_pi.library import FieldError, LibraryError, RecordError, load_library
 from sotopia_pi.profiles import Scenario
 
 from ..errors import describe
