@@ -40,6 +40,7 @@ SOCKET = f"sotopia-check-{os.getpid()}"
 def serve_app(dump_path: str) -> None:
     """Run the app as `sotopia-pi` does, and on SIGUSR1 write the text of the screen the app
     believes it shows (every layer, toasts and dialogs included) to `dump_path`."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the app answers it
     sys.path.insert(0, str(REPO))
     import asyncio
 
@@ -63,9 +64,24 @@ def serve_app(dump_path: str) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
     tui_app.SotopiaApp.on_mount = on_mount
+    count_dropped_paints(tui_app.SotopiaApp, Path(dump_path).with_suffix(".dropped"))
     from sotopia_pi.cli import main
 
     main([])
+
+
+def count_dropped_paints(app_class, log_path: Path) -> None:
+    """Log every screen update Textual painted and then did not write because an update batch
+    was open (the regions it painted are off the compositor's to-do list all the same)."""
+    original_display = app_class._display
+
+    def display(self, screen, renderable) -> None:
+        if renderable is not None and self._batch_count:
+            with log_path.open("a", encoding="utf-8") as log:
+                log.write(f"{time.time():.3f} {type(screen).__name__}\n")
+        original_display(self, screen, renderable)
+
+    app_class._display = display
 
 
 # -- outside: tmux ---------------------------------------------------------------------------
@@ -94,6 +110,7 @@ class Session:
             ]
         )
         tmux("new-session", "-d", "-s", "app", "-x", str(columns), "-y", str(rows), command)
+        tmux("set-option", "-t", "app", "remain-on-exit", "on")  # keep a crash's traceback readable
         self.pid = int(tmux("display-message", "-p", "-t", "app", "#{pane_pid}").strip())
 
     def close(self) -> None:
@@ -112,6 +129,9 @@ class Session:
                 tmux("send-keys", "-t", "app", *([] if named else ["-l"]), piece)
                 if delay:
                     time.sleep(delay)
+
+    def dead(self) -> bool:
+        return tmux("display-message", "-p", "-t", "app", "#{pane_dead}").strip() == "1"
 
     def capture(self) -> list[str]:
         return [line.rstrip() for line in tmux("capture-pane", "-p", "-t", "app").split("\n")][: self.rows]
@@ -135,6 +155,7 @@ class Session:
         return False
 
 
+STILL_SECONDS = 5.0  # a form that has not changed for this long is taken as final
 NAMED_KEYS = {"Tab", "BTab", "Enter", "Escape", "Space", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "BSpace"}
 
 
@@ -145,6 +166,7 @@ class StepResult:
     ok: bool
     problem: str = ""
     differing_lines: list[dict] = field(default_factory=list)
+    dropped_paints: int = 0
 
 
 def compare(session: Session, tries: int = 8) -> list[dict]:
@@ -177,29 +199,52 @@ class Checker:
     def __init__(self, session: Session, size: str):
         self.session, self.size = session, size
         self.results: list[StepResult] = []
+        self.dropped = 0
 
     def step(self, name: str, keys: tuple[str, ...] = (), expect: str | None = None, timeout: float = 60.0,
              delay: float = 0.12, settle: float = 0.5) -> bool:
         self.session.send(*keys, delay=delay)
+        if self.session.dead():
+            self.results.append(StepResult(name, self.size, False, "the app exited: " + " / ".join(self.session.capture()[-12:])))
+            return False
         if expect is not None and not self.session.wait_for(expect, timeout):
             self.results.append(StepResult(name, self.size, False, f"{expect!r} never appeared"))
             return False
         time.sleep(settle)
         differing = compare(self.session)
-        self.results.append(StepResult(name, self.size, not differing, "stale or garbled screen" if differing else "", differing))
+        problem = "stale or garbled screen" if differing else ""
+        self.results.append(StepResult(name, self.size, not differing, problem, differing, self.dropped_paints()))
         return True
 
-    def fields(self, name: str, wanted: dict[str, str]) -> None:
-        """The form lines `label value` on the app's screen and in the terminal."""
-        time.sleep(0.5)
-        shown = self.session.capture()
-        problems = []
-        for label, value in wanted.items():
-            line = next((line for line in shown if line.strip().startswith(label)), None)
-            got = None if line is None else line.strip()[len(label):].strip()
-            if got != value:
-                problems.append(f"{label}: {got!r}, typed {value!r}")
+    def dropped_paints(self) -> int:
+        """How many paints Textual dropped inside an update batch since the last step."""
+        log = self.session.dump.with_suffix(".dropped")
+        count = len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else 0
+        new, self.dropped = count - self.dropped, count
+        return new
+
+    def fields(self, name: str, wanted: dict[str, str], timeout: float = 60.0) -> None:
+        """The form lines `label value` in the terminal, once they hold what was typed or
+        have stopped changing for a while (a busy machine handles keys late, not never)."""
+        deadline = time.monotonic() + timeout
+        last, still_since = None, time.monotonic()
+        while True:
+            got = self.field_values(wanted)
+            if got == wanted or time.monotonic() > deadline or time.monotonic() - still_since > STILL_SECONDS:
+                break
+            if got != last:
+                last, still_since = got, time.monotonic()
+            time.sleep(0.2)
+        problems = [f"{label}: {got.get(label)!r}, typed {value!r}" for label, value in wanted.items() if got.get(label) != value]
         self.results.append(StepResult(name, self.size, not problems, "; ".join(problems)))
+
+    def field_values(self, wanted: dict[str, str]) -> dict[str, str | None]:
+        shown = self.session.capture()
+        values: dict[str, str | None] = {}
+        for label in wanted:
+            line = next((line for line in shown if line.strip().startswith(label)), None)
+            values[label] = None if line is None else line.strip()[len(label):].strip()
+        return values
 
 
 # -- the walks ------------------------------------------------------------------------------
@@ -230,7 +275,9 @@ def walk_editor(check: Checker) -> None:
 
 def walk_typing(check: Checker, delays_ms: list[int]) -> None:
     """New character form: `Ann`, Tab, `Bo`, Tab, `42` at each pace; every key in its field."""
-    check.step("^t characters tab", ("C-t",), settle=1.0)
+    if not check.step("library at launch", expect="Start", timeout=90):
+        return
+    check.step("^t characters tab", ("C-t",), expect="Arjun", settle=1.0)
     for delay_ms in delays_ms:
         if not check.step(f"^n new character ({delay_ms} ms per key)", ("C-n",), expect="New character"):
             return
@@ -281,7 +328,11 @@ def main() -> None:
     delays = [int(value) for value in args.delays.split(",") if value.strip()]
     results = run(sizes, delays, args.rounds, args.walks.split(","))
     for result in results:
-        print(f"{'ok  ' if result.ok else 'FAIL'} {result.size} {result.step}" + (f": {result.problem}" if result.problem else ""))
+        print(
+            f"{'ok  ' if result.ok else 'FAIL'} {result.size} {result.step}"
+            + (f": {result.problem}" if result.problem else "")
+            + (f" ({result.dropped_paints} paint(s) dropped inside an update batch)" if result.dropped_paints else "")
+        )
         for line in result.differing_lines[:6]:
             print(f"       line {line['line']}: terminal {line['terminal']!r}")
             print(f"       {' ' * len(str(line['line']))}       app      {line['app']!r}")

@@ -22,6 +22,7 @@ from sotopia_pi.store import Store
 
 from .errors import describe
 from .key_order import OrderedKeysApp
+from .repaint import RepaintingApp
 from .screens.adapter_picker import AdapterPickerScreen
 from .screens.character_editor import CharacterEditorScreen
 from .screens.curation import CurationScreen
@@ -55,7 +56,7 @@ def ensure_builtin_library(store: Store) -> str | None:
 GIL_SWITCH_SECONDS = 0.001
 
 
-class SotopiaApp(OrderedKeysApp):
+class SotopiaApp(OrderedKeysApp, RepaintingApp):
     TITLE = "sotopia-pi"
     CSS_PATH = "app.tcss"
     ENABLE_COMMAND_PALETTE = False

@@ -14,6 +14,7 @@ its focus) first. Keys are held, never dropped, and pastes keep their place amon
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 
@@ -21,6 +22,7 @@ from textual import events
 from textual.app import App, ScreenStackError
 from textual.message import Message
 from textual.message_pump import MessagePump
+from textual.screen import Screen
 
 # Only a trail whose queue has gone away (its widget removed, say by the key closing its screen)
 # can fail to arrive; this is a last resort against a key held for ever.
@@ -29,15 +31,25 @@ POLL_SECONDS = 0.02
 
 
 class KeyTrail(Message):
-    """Follows one key up the queues it climbs; the app sends the next key when this arrives."""
+    """Follows one key up the queues it climbs; the next key is sent once the key has been
+    handled on the way (a text box took a character) or this trail has reached the app."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: events.Key | events.Paste | None, app: OrderedKeysApp) -> None:
         super().__init__()
+        self.key = key
+        self.owner = app
         self.at: MessagePump | None = None
         self.lost = False
         self.sent = time.monotonic()
 
     def _bubble_to(self, widget: MessagePump) -> None:
+        # Called by the widget that has just handled this trail (so the key before it too),
+        # to pass it on. A key stopped below the screen was taken by a widget and will not
+        # reach the bindings: done. (A screen stops every key it passes to the app.)
+        below_screen = self.at is not None and not isinstance(self.at, (Screen, App))
+        if self.key is not None and self.key._stop_propagation and below_screen:
+            self.owner.key_done(self)
+            return
         self.at = widget
         self._no_default_action = False
         if not widget.post_message(self):  # a closing widget refuses it
@@ -81,7 +93,7 @@ class OrderedKeysApp(App):
             event = self._held_input.popleft()
             target = self.focused or self.screen
             await super().on_event(event)  # a priority binding runs here; otherwise it is forwarded
-            trail = self._trail = KeyTrail()
+            trail = self._trail = KeyTrail(event, self)
             if event.is_forwarded:
                 trail._bubble_to(target)
             else:
@@ -96,6 +108,9 @@ class OrderedKeysApp(App):
 
     def on_key_trail(self, trail: KeyTrail) -> None:
         trail.stop()
+        self.key_done(trail)
+
+    def key_done(self, trail: KeyTrail) -> None:
         if trail is self._trail:
             self._trail = None
             if self._held_input:
@@ -107,7 +122,7 @@ class OrderedKeysApp(App):
     def _poll_soon(self) -> None:
         if not self._poll_pending:
             self._poll_pending = True
-            self.set_timer(POLL_SECONDS, self._poll, name="held keys")
+            asyncio.get_running_loop().call_later(POLL_SECONDS, self._poll)
 
     def _poll(self) -> None:
         """The slow path: a new screen still mounting, or a trail that cannot arrive."""
