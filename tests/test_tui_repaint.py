@@ -13,8 +13,8 @@ import re
 
 import pytest
 from rich.cells import get_character_cell_size
-from textual._context import visible_screen_stack
 from textual._compositor import CompositorUpdate
+from textual._context import visible_screen_stack
 
 from sotopia_pi.config import Settings
 from sotopia_pi.store import Store
