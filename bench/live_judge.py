@@ -12,8 +12,9 @@ Per live evaluation it prints: the turn scored, the judge's seconds for the call
 from the turn's commit to its score (the call plus any wait behind the previous call), the lag
 (the turn being played when the score arrived, minus the turn scored: 1 = the score of turn k
 came while turn k+1 was played, 2 = while turn k+2 was, which misses the target), the prompt
-tokens of the call and those read afresh (not from the judge's KV cache), and the turns
-skipped. Targets: lag at most 1 for every turn, no turn without a live score, fresh tokens flat
+tokens of the call and those read afresh (not from the judge's KV cache), the turns
+skipped, and how long the next turn took to play (the time the score has to arrive in for a lag
+of 1). Targets: lag at most 1 for every turn, no turn without a live score, fresh tokens flat
 in the turn index (slope near 0).
 """
 
@@ -58,6 +59,7 @@ class LiveScore:
     fresh_tokens: int
     skipped: list[int]
     ok: bool
+    next_turn_seconds: float | None = None
 
 
 @dataclass
@@ -162,6 +164,12 @@ class Timeline:
             )
         )
 
+    def fill_next_turn_seconds(self) -> None:
+        for score in self.live:
+            following = score.after_turn + 1
+            if following in self.started and following in self.committed_at:
+                score.next_turn_seconds = round(self.committed_at[following] - self.started[following], 2)
+
     def status_changed(self, episode) -> None:
         if episode.status == "finished" and self.finished_at is None:
             self.finished_at = time.perf_counter()
@@ -209,6 +217,7 @@ def play(options: argparse.Namespace) -> Report:
             runner.close()
         turns = store.turns(episode.id)
         terminal = store.terminal_evaluation(episode.id)
+    timeline.fill_next_turn_seconds()
     scored = {score.after_turn for score in timeline.live}
     return Report(
         model=options.model,
@@ -225,12 +234,12 @@ def play(options: argparse.Namespace) -> Report:
 def print_report(report: Report) -> None:
     print(f"agents {report.model}, judge {report.judge}: {report.turns} turns "
           f"({report.canned_turns} canned), agent turn {report.agent_seconds_mean:.2f} s on average")
-    print(f"{'turn':>4} {'judge s':>8} {'after s':>8} {'lag':>4} {'prompt':>7} {'fresh':>6}  skipped")
+    print(f"{'turn':>4} {'judge s':>8} {'after s':>8} {'next s':>7} {'lag':>4} {'prompt':>7} {'fresh':>6}  skipped")
     for score in report.live:
         mark = "" if score.ok else "  (failed)"
-        print(f"{score.after_turn:>4} {score.seconds:>8.2f} {score.seconds_after_commit:>8.2f} {score.lag:>4} "
-              f"{score.prompt_tokens:>7} "
-              f"{score.fresh_tokens:>6}  {score.skipped or '-'}{mark}")
+        following = "-" if score.next_turn_seconds is None else f"{score.next_turn_seconds:.2f}"
+        print(f"{score.after_turn:>4} {score.seconds:>8.2f} {score.seconds_after_commit:>8.2f} {following:>7} "
+              f"{score.lag:>4} {score.prompt_tokens:>7} {score.fresh_tokens:>6}  {score.skipped or '-'}{mark}")
     seconds = [score.seconds for score in report.live]
     fresh = [score.fresh_tokens for score in report.live[1:]]
     if seconds:
