@@ -156,6 +156,17 @@ def test_a_guess_changes_the_cost_of_an_answer_never_the_answer(backend: LlamaCp
     assert plain_decodes >= 2 * len(dimensions.dimensions)  # without a guess: a decode per blank at least
 
 
+def test_a_guess_on_a_cold_cache_longer_than_a_batch_gives_the_same_answer(backend: LlamaCppBackend):
+    long_question = ask("The bike was fine and the talk was calm. " * 60 + QUESTIONS[0])
+    blank = [[str(value) for value in range(11)], ",", [str(value) for value in range(-5, 6)]]
+    backend.reset_cache()
+    plain = backend.fill_choices(long_question, blank)
+    assert plain.prompt_tokens > backend.llm.n_batch and plain.cached_tokens == 0
+    for guess in (plain.text.split(","), ["3", "-5"], ["9"]):
+        backend.reset_cache()
+        assert backend.fill_choices(long_question, blank, guess=guess).text == plain.text, guess
+
+
 def live_template_blanks(dimensions) -> list[list[str]]:
     return [part for part in live_template(dimensions) if not isinstance(part, str)]
 
