@@ -61,7 +61,9 @@ def main() -> None:
         reload = []
         for _ in range(args.runs):
             holder = {}
-            reload.append(seconds(lambda: holder.update(backend=create_backend(f"embedded+adapter={adapter}", **options))))
+            reload.append(
+                seconds(lambda holder=holder: holder.update(backend=create_backend(f"embedded+adapter={adapter}", **options)))
+            )
             reloaded_answer = holder["backend"].complete(question, max_tokens=16, temperature=0).text
             holder["backend"].close()
 
@@ -69,7 +71,10 @@ def main() -> None:
     speedup = load / swap
     print(f"adapter: rank {args.rank} on all 7 projections x 30 layers, {size_mib:.1f} MiB f32; "
           f"{args.runs} runs, {args.threads} thread(s)")  # fmt: skip
-    print(f"swap in place (set_adapter)         median {swap * 1000:8.1f} ms  (min {min(in_place) * 1000:.1f}, max {max(in_place) * 1000:.1f})")
+    print(
+        f"swap in place (set_adapter)         median {swap * 1000:8.1f} ms  "
+        f"(min {min(in_place) * 1000:.1f}, max {max(in_place) * 1000:.1f})"
+    )
     print(f"reload with the adapter (new model) median {load * 1000:8.1f} ms  (min {min(reload) * 1000:.1f}, max {max(reload) * 1000:.1f})")
     print(f"in place is {speedup:.1f}x faster (target >= {TARGET_SPEEDUP:.0f}x: {'met' if speedup >= TARGET_SPEEDUP else 'NOT met'})")
     print(f"same greedy answer after swap and after reload: {swapped_answer == reloaded_answer}")

@@ -243,7 +243,8 @@ def main() -> None:
         judge_figures(store, options.judge_sample)
         return
     sets = scenario_sets(store)
-    print(f"scenarios: {', '.join(f'{k} {len(v)}' for k, v in sets.items())}; {options.episodes_per_scenario} episode(s) each, max {options.max_turns} turns")
+    counts = ", ".join(f"{k} {len(v)}" for k, v in sets.items())
+    print(f"scenarios: {counts}; {options.episodes_per_scenario} episode(s) each, max {options.max_turns} turns")
     samples = {}
     for label, model in (("base", base), ("adapter", tuned)):
         for set_name, scenarios in sets.items():
@@ -260,7 +261,8 @@ def main() -> None:
         print(f"{label:8s} valid actions with the grammar off: {share:.0%} of {min(options.action_sample, len(examples))} held-out prompts")
     base_nll = heldout_nll(examples, None)
     tuned_nll = heldout_nll(examples, AGENT_ADAPTER_PEFT)
-    print(f"held-out expert turns, per-token NLL: base {base_nll:.3f}, adapter {tuned_nll:.3f} ({(base_nll - tuned_nll) / base_nll:.0%} lower)")
+    lower = (base_nll - tuned_nll) / base_nll
+    print(f"held-out expert turns, per-token NLL: base {base_nll:.3f}, adapter {tuned_nll:.3f} ({lower:.0%} lower)")
     if not options.skip_judge:
         judge_figures(store, options.judge_sample)
     first = sets["sotopia-hard"][0] if sets["sotopia-hard"] else sets["held-out library"][0]

@@ -45,7 +45,8 @@ def fill(store: Store, count: int) -> None:
                 id=f"E{number:07d}", scenario_id=f"s{number % 10}", agent_ids=["a", "b"],
                 agent_models=[models[number % 4], models[(number + 1) % 4]], judge_model="embedded",
                 status=EpisodeStatus.finished if number % 5 else EpisodeStatus.paused,
-                tags=["keep"] if number % 7 == 0 else [], created_at=f"2025-01-01T00:{number // 60 % 60:02d}:{number % 60:02d}.{number:07d}",
+                tags=["keep"] if number % 7 == 0 else [],
+                created_at=f"2025-01-01T00:{number // 60 % 60:02d}:{number % 60:02d}.{number:07d}",
             )
             conn.execute(
                 "INSERT INTO episodes (id, scenario_id, status, agent1_model, agent2_model, judge_model, turn_count, "

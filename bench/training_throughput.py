@@ -105,10 +105,21 @@ def main() -> None:
     gc.collect()
     trl_seconds, trl_tokens = plain_trl(per_turn, steps)
     trl_answers = steps  # one answer per per-turn example
-    print(f"snapshot {options.snapshot}: {len(per_turn)} per-turn examples, {len(tokenized)} conversations; {steps} timed steps, {options.threads} threads")
-    print(f"ours (conversation layout): {our_tokens / our_seconds:8.1f} tokens/s  {our_answers / our_seconds:6.3f} answers/s  ({our_tokens} tokens, {our_answers} answers, {our_seconds:.1f} s)")
-    print(f"plain TRL (per-turn):       {trl_tokens / trl_seconds:8.1f} tokens/s  {trl_answers / trl_seconds:6.3f} answers/s  ({trl_tokens} tokens, {trl_answers} answers, {trl_seconds:.1f} s)")
-    print(f"ratio: tokens/s {our_tokens / our_seconds / (trl_tokens / trl_seconds):.2f}x, answers/s {our_answers / our_seconds / (trl_answers / trl_seconds):.2f}x")
+    print(
+        f"snapshot {options.snapshot}: {len(per_turn)} per-turn examples, {len(tokenized)} conversations; "
+        f"{steps} timed steps, {options.threads} threads"
+    )
+    for label, tokens, answers, seconds in (
+        ("ours (conversation layout):", our_tokens, our_answers, our_seconds),
+        ("plain TRL (per-turn):      ", trl_tokens, trl_answers, trl_seconds),
+    ):
+        print(
+            f"{label} {tokens / seconds:8.1f} tokens/s  {answers / seconds:6.3f} answers/s  "
+            f"({tokens} tokens, {answers} answers, {seconds:.1f} s)"
+        )
+    token_ratio = our_tokens / our_seconds / (trl_tokens / trl_seconds)
+    answer_ratio = our_answers / our_seconds / (trl_answers / trl_seconds)
+    print(f"ratio: tokens/s {token_ratio:.2f}x, answers/s {answer_ratio:.2f}x")
     print(f"peak RSS: {peak_ours:.0f} MB after ours, {_peak_mb():.0f} MB after both")
 
 

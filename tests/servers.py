@@ -207,7 +207,9 @@ def chat_chunks(pieces: list[str], *, usage: dict | None = None) -> SSE:
     events = [chunk({"role": "assistant", "content": piece}, None) for piece in pieces]
     events.append(chunk({}, "stop"))
     if usage is not None:
-        events.append({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "scripted", "choices": [], "usage": usage})
+        events.append(
+            {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "scripted", "choices": [], "usage": usage}
+        )
     return SSE(events)
 
 

@@ -175,7 +175,8 @@ def test_reexport_replaces_the_table_and_keeps_the_rest_of_the_file(stocked: Sto
     export_character(stocked, "ilse-brandvold", root)
     save_authored_character(stocked, dict(NEW_CHARACTER, id="ilse-brandvold", age=42))
     save_authored_relationship(
-        stocked, {"agent1_id": "ilse-brandvold", "agent2_id": "mara-okafor", "relationship": "acquaintance", "background_story": "Nodding terms."}
+        stocked,
+        {"agent1_id": "ilse-brandvold", "agent2_id": "mara-okafor", "relationship": "acquaintance", "background_story": "Nodding terms."},
     )
     export_character(stocked, "ilse-brandvold", root)
 

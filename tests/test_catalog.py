@@ -84,8 +84,15 @@ def test_shipped_catalog_is_valid_and_defaults_to_the_embedded_model():
         ('default = "a"\n[models.a]\nkind = "gguf"\ndescription = "x"\nlicense = "MIT"\n', "models.a: a gguf entry needs an http(s) `url`"),
         ('default = "a"\n[models.a]\nkind = "embedded"\ndescription = "x"\nsizee = 3\n', "models.a: sizee: Extra inputs are not permitted"),
         ('default = "b"\n[models.a]\nkind = "embedded"\ndescription = "x"\n', "default 'b' is not one of the models"),
-        ('default = "a"\n[models.a]\nkind = "api"\ndescription = "x"\nspec = "gguf:/x"\n', "models.a: an api entry's spec must start with openai:"),
-        ('default = "a"\n[models.a]\nkind = "gguf"\ndescription = "x"\nlicense = "MIT"\nurl = "https://h/x.gguf"\nsha256 = "abc"\n', "sha256 must be 64 hexadecimal digits"),
+        (
+            'default = "a"\n[models.a]\nkind = "api"\ndescription = "x"\nspec = "gguf:/x"\n',
+            "models.a: an api entry's spec must start with openai:",
+        ),
+        (
+            'default = "a"\n[models.a]\nkind = "gguf"\ndescription = "x"\nlicense = "MIT"\n'
+            'url = "https://h/x.gguf"\nsha256 = "abc"\n',
+            "sha256 must be 64 hexadecimal digits",
+        ),
         ('default = "a"\n[models.a\nkind = "embedded"\n', "not valid TOML"),
     ],
 )

@@ -438,7 +438,9 @@ def test_the_selection_counter_matches_a_full_count_and_rereads_only_what_it_mus
 
     def count_and_log(kept, **options):
         reads.clear()
-        monkeypatch.setattr(selection, "freeze_episode", lambda store, episode_id: reads.append(episode_id) or real_freeze(store, episode_id))
+        monkeypatch.setattr(
+            selection, "freeze_episode", lambda store, episode_id: reads.append(episode_id) or real_freeze(store, episode_id)
+        )
         try:
             return counter.count(kept, **options)
         finally:

@@ -290,9 +290,9 @@ def test_truncation_drops_the_oldest_history_lines_only():
     original_lines = messages[1].content.split("\n")
     kept_lines = cut[1].content.split("\n")
     assert kept_lines[0] == HISTORY_HEADER
-    closing_at = original_lines.index(next(l for l in original_lines if l.startswith(CLOSING_PREFIX)))
+    closing_at = original_lines.index(next(line for line in original_lines if line.startswith(CLOSING_PREFIX)))
     assert kept_lines[-3:] == original_lines[closing_at - 1 :]
-    history_kept = [l for l in kept_lines if l.startswith("Turn #")]
+    history_kept = [line for line in kept_lines if line.startswith("Turn #")]
     assert history_kept == [f'Turn #{i}: Ines Varga said: "line number {i} of the talk"' for i in range(dropped, 12)]
 
 

@@ -194,7 +194,7 @@ def test_sotopia_import_keeps_going_past_any_bad_line(sotopia_dir, tmp_path_fact
     imported = report.characters + report.scenarios + report.relationships + report.pairings
     # at most the mutated line and the records that depend on it are lost; never the whole import
     assert imported >= sum(SOTOPIA_KINDS.values()) - 60
-    for file, line in bad_lines:
+    for _file, line in bad_lines:
         assert line is not None, report.errors
     for issue in report.errors:
         str(issue).encode("utf-8")

@@ -31,7 +31,10 @@ from sotopia_pi.profiles import RelationshipLevel, valid_pairs
 
 
 def answer(
-    context: str = "Two people sharing a small allotment disagree about whether to plant vegetables or flowers in the last free bed this spring.",
+    context: str = (
+        "Two people sharing a small allotment disagree about whether to plant vegetables or flowers "
+        "in the last free bed this spring."
+    ),
     goals: tuple[str, ...] = (
         "Plant vegetables in the free bed, because you want to cut your grocery bill this summer.",
         "Plant flowers in the free bed, because you are preparing the allotment for a wedding photo shoot.",
@@ -90,7 +93,12 @@ def test_failed_answers_store_nothing_and_leave_seeds_unused(store, library):
         answer(goals=("Only one goal, which is not enough for a scenario.",)),
         answer(context="He wants the last bed of the allotment for his vegetables and nobody else's plans matter."),
         answer(goals=("Plant flowers in the free bed this spring, please.", "Plant flowers in the free bed this spring, please!")),
-        answer(goals=("You want the bed: drei_agenda2018.com x_1 y_2 z_3 w_4 v_5 u_6 q_7 and more words here", "Plant flowers in the free bed this spring, please.")),
+        answer(
+            goals=(
+                "You want the bed: drei_agenda2018.com x_1 y_2 z_3 w_4 v_5 u_6 q_7 and more words here",
+                "Plant flowers in the free bed this spring, please.",
+            )
+        ),
     ]
     ensure_library(store)
     before = len(store.scenarios())
@@ -113,7 +121,10 @@ def test_seeds_are_never_reused(store, library):
     first = generate_scenarios(store, ReplayBackend([answer()]), 1, library=library, rng=random.Random(5))
     second_answer = answer(
         context="Two coworkers must agree who will present the quarterly figures when only one slot is left on the agenda.",
-        goals=("Present the figures yourself because a promotion panel is watching.", "Present them yourself because you did most of the analysis."),
+        goals=(
+            "Present the figures yourself because a promotion panel is watching.",
+            "Present them yourself because you did most of the analysis.",
+        ),
         relationship="friend",
         title="quarterly_figures_slot",
         kind="competition",
@@ -161,7 +172,10 @@ def test_an_edited_proposal_is_checked_then_stored_with_pairings_that_fit_the_ed
     assert used_seeds(store) == {}  # refused edits claim nothing
     edit = scenario_to_dict(proposal.scenario)
     edit["relationship"] = "family_member"
-    edit["agent_goals"] = [edit["agent_goals"][0], "Plant herbs in the free bed, because a relative asked you to grow them for a family recipe."]
+    edit["agent_goals"] = [
+        edit["agent_goals"][0],
+        "Plant herbs in the free bed, because a relative asked you to grow them for a family recipe.",
+    ]
     generated = save_proposal(store, proposal, edit)
     check_stored(store, generated)
     assert generated.scenario.relationship == RelationshipLevel.family_member
@@ -181,7 +195,10 @@ def test_a_proposal_with_no_passing_answer_cannot_be_saved(store, library):
 
 
 def test_broken_hint_tags_are_repaired_not_fatal(store, library):
-    goals = ("Plant vegetables in the bed. <extra_info>You need them for a stall", "Plant flowers </strategy_hint> in the free bed this spring.")
+    goals = (
+        "Plant vegetables in the bed. <extra_info>You need them for a stall",
+        "Plant flowers </strategy_hint> in the free bed this spring.",
+    )
     report = generate_scenarios(store, ReplayBackend([answer(goals=goals)]), 1, library=library, rng=random.Random(8))
     scenario = report.generated[0].scenario
     assert scenario.agent_goals == [

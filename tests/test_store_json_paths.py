@@ -193,7 +193,10 @@ def test_the_path_check_tells_a_field_from_a_missing_one(path, ok):
 
 
 def test_columns_resolve_through_aliases_and_single_tables():
-    sql = "SELECT json_extract(t.data, '$.a'), json_extract(ep.data, '$.b') FROM episodes ep LEFT JOIN evaluations t ON t.episode_id = ep.id"
+    sql = (
+        "SELECT json_extract(t.data, '$.a'), json_extract(ep.data, '$.b') "
+        "FROM episodes ep LEFT JOIN evaluations t ON t.episode_id = ep.id"
+    )
     assert [resolve_column(ref, sql) for ref, _ in json_reads(sql)] == ["evaluations.data", "episodes.data"]
     assert resolve_column("data", "SELECT data ->> '$.x' FROM turns WHERE 1") == "turns.data"
     with pytest.raises(LookupError):

@@ -350,7 +350,9 @@ async def test_search_narrows_the_library(store: Store):
     seed_store(store)
     from sotopia_pi.profiles import Scenario
 
-    store.save_scenario(Scenario(id="other", codename="lost_keys", scenario="Two neighbours search for keys.", agent_goals=["Find them", "Go home"]))
+    store.save_scenario(
+        Scenario(id="other", codename="lost_keys", scenario="Two neighbours search for keys.", agent_goals=["Find them", "Go home"])
+    )
     app = SotopiaApp(store, config.Settings(), load_library=False)
     async with app.run_test(size=SIZE) as pilot:
         scenarios = app.screen.query_one("#scenario-list", OptionList)

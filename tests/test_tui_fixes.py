@@ -162,7 +162,7 @@ async def test_f5_is_generate_on_every_screen_and_help_says_so(store: Store):
     async with app.run_test(size=SIZE) as pilot:
         for key, screen_type in (("f3", InspectorScreen), ("f6", CurationScreen)):
             await pilot.press(key)
-            await wait_until(pilot, lambda: isinstance(app.screen, screen_type))
+            await wait_until(pilot, lambda screen_type=screen_type: isinstance(app.screen, screen_type))
             await pilot.press("f5")
             await wait_until(pilot, lambda: isinstance(app.screen, GenerateScreen), what=f"F5 from {key}")
         await pilot.press("f1")
@@ -196,7 +196,9 @@ async def test_library_search_and_lists_from_the_keyboard(store: Store):
     from .test_tui import plain
 
     seed_store(store)
-    store.save_scenario(Scenario(id="other", codename="lost_keys", scenario="Two neighbours search for keys.", agent_goals=["Find them", "Go home"]))
+    store.save_scenario(
+        Scenario(id="other", codename="lost_keys", scenario="Two neighbours search for keys.", agent_goals=["Find them", "Go home"])
+    )
     app = SotopiaApp(store, Settings(), load_library=False)
     async with app.run_test(size=SIZE) as pilot:
         library = app.screen

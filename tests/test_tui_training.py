@@ -212,7 +212,7 @@ async def test_swap_modal_swaps_a_sides_adapter_between_turns(store: Store, tmp_
         turns = lambda: len(store.turns(episode.id))  # noqa: E731
         for count in (1, 2):
             await pilot.press("n")
-            await wait_until(pilot, lambda: turns() == count and not screen.playing, what=f"turn {count}")
+            await wait_until(pilot, lambda count=count: turns() == count and not screen.playing, what=f"turn {count}")
 
         await pilot.press("a")
         picker = app.screen
@@ -231,7 +231,7 @@ async def test_swap_modal_swaps_a_sides_adapter_between_turns(store: Store, tmp_
 
         for count in (3, 4):
             await pilot.press("n")
-            await wait_until(pilot, lambda: turns() == count and not screen.playing, what=f"turn {count}")
+            await wait_until(pilot, lambda count=count: turns() == count and not screen.playing, what=f"turn {count}")
         stored = store.turns(episode.id)
         assert [t.model for t in stored] == [side1, side2, side1, f"{side2}+adapter=bc-1@v1"]
         transcript = screen.query_one(Transcript)
@@ -274,7 +274,6 @@ async def test_a_failed_swap_is_said_and_the_side_keeps_its_model(store: Store, 
     async with app.run_test(size=SIZE) as pilot:
         app.open_episode(episode.id, autostart=False)
         await wait_until(pilot, lambda: isinstance(app.screen, EpisodeScreen), what="the live screen")
-        screen = app.screen
         await pilot.press("a")
         picker = app.screen
         assert isinstance(picker, AdapterPickerScreen)

@@ -300,7 +300,8 @@ class OpenAIBackend:
         saw_choice = False
         deadline = started + self.timeout
         try:
-            for chunk in _chunks_until(chunks, lambda: deadline, cancel):
+            # The lambda reads `deadline` at every wait, on purpose: each piece moves it on.
+            for chunk in _chunks_until(chunks, lambda: deadline, cancel):  # noqa: B023
                 if chunk is _TIMED_OUT:
                     raise BackendError(self._stalled_message(len(pieces)))
                 if chunk is _CANCELLED:

@@ -56,7 +56,7 @@ def _print_selection(selection: Selection) -> None:
 
 @curate_app.command("select", epilog="Filters (-f, in order):\n\n" + FILTER_GRAMMAR.replace("\n", "\n\n"))
 def select_command(
-    filters: Annotated[list[str], typer.Option("--filter", "-f", help="a filter; repeat to chain them")] = [],
+    filters: Annotated[list[str], typer.Option("--filter", "-f", help="a filter; repeat to chain them")] = [],  # noqa: B006 - typer's list default, never mutated
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="freeze the selection under this name")] = None,
     description: Annotated[str, typer.Option("--description", help="a note stored with the snapshot")] = "",
     show_sides: Annotated[bool, typer.Option("--list", help="list the kept sides")] = False,

@@ -18,17 +18,24 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its last checkpoint.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     task: Annotated[str, typer.Option("--task", help="agent (the agents' actions) or judge (the terminal evaluations).")] = "agent",
-    layout: Annotated[str, typer.Option("--layout", help="conversation (each side's episode once) or turn (one example per answer).")] = "conversation",
+    layout: Annotated[
+        str, typer.Option("--layout", help="conversation (each side's episode once) or turn (one example per answer).")
+    ] = "conversation",
     epochs: Annotated[float, typer.Option(help="Passes over the training examples.")] = 2.0,
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine schedule).")] = 5e-5,
     rank: Annotated[int, typer.Option("--rank", help="LoRA rank.")] = 8,
     alpha: Annotated[int, typer.Option("--alpha", help="LoRA alpha.")] = 32,
     dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.1,
-    targets: Annotated[str, typer.Option("--targets", help="Comma-separated projections to adapt.")] = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+    targets: Annotated[
+        str, typer.Option("--targets", help="Comma-separated projections to adapt.")
+    ] = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
     grad_accumulation: Annotated[int, typer.Option("--grad-accumulation")] = 4,
     warmup_ratio: Annotated[float, typer.Option("--warmup-ratio")] = 0.03,
-    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per sequence; longer conversations are cut after the last answer that fits.")] = 2048,
+    max_length: Annotated[
+        int,
+        typer.Option("--max-length", help="Tokens per sequence; longer conversations are cut after the last answer that fits."),
+    ] = 2048,
     heldout: Annotated[float, typer.Option("--heldout", help="Share of the snapshot's episodes kept out for the eval loss.")] = 0.1,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores).")] = None,

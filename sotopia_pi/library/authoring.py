@@ -51,7 +51,8 @@ def save_authored_scenario(store: Store, data: dict) -> tuple[Scenario, list[Pai
     chosen = [] if kept else choose_pairings(scenario, characters, relationships)
     if not kept and not chosen:
         level = RelationshipLevel(scenario.relationship).name
-        raise RecordError([FieldError(field="relationship", message=f"no character pair in the store has a {level} relationship that fits the constraints")])
+        message = f"no character pair in the store has a {level} relationship that fits the constraints"
+        raise RecordError([FieldError(field="relationship", message=message)])
     store.save_scenario(scenario)
     keep_fitting_pairings(store, scenario.id, allowed)
     new = [Pairing(id=pairing_id(scenario.id, pair), scenario_id=scenario.id, agent_ids=list(pair)) for pair in chosen]

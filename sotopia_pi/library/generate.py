@@ -555,7 +555,8 @@ def _checked_edit(
         pairs = choose_pairings(scenario, characters, relationships)
     if not pairs:
         level = RelationshipLevel(scenario.relationship).name
-        raise RecordError([FieldError(field="relationship", message=f"no character pair has a {level} relationship that fits the constraints")])
+        message = f"no character pair has a {level} relationship that fits the constraints"
+        raise RecordError([FieldError(field="relationship", message=message)])
     return scenario, pairs
 
 

@@ -21,7 +21,9 @@ class TrainConfig(BaseModel):
     snapshot: str = Field(description="the curated snapshot to train on")
     base: str = Field(default="embedded", description="a model name transformers can load: embedded, hf:DIR, hf:DIR#gguf=FILE")
     name: str = Field(description="the adapter's name in the registry")
-    task: Literal["agent", "judge"] = Field(default="agent", description="agent: learn the agents' actions; judge: learn the terminal evaluations")
+    task: Literal["agent", "judge"] = Field(
+        default="agent", description="agent: learn the agents' actions; judge: learn the terminal evaluations"
+    )
     layout: Literal["conversation", "turn"] = "conversation"
     epochs: float = Field(default=2.0, gt=0)
     learning_rate: float = Field(default=5e-5, gt=0)

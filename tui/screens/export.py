@@ -88,7 +88,12 @@ class ExportScreen(ModalScreen[ExportReport | None]):
                 *(Option(f"{m.name}  · {m.examples} examples · {m.created_at[:10]}", id=m.name) for m in self.snapshots),
                 id="export-snapshots",
             )
-            yield Select([(label, fmt.value) for fmt, label in FORMAT_LABELS.items()], value=ExportFormat.sft.value, allow_blank=False, id="export-format")
+            yield Select(
+                [(label, fmt.value) for fmt, label in FORMAT_LABELS.items()],
+                value=ExportFormat.sft.value,
+                allow_blank=False,
+                id="export-format",
+            )
             yield Input(id="export-path", placeholder="the file to write")
             yield Static(Text("Enter or ^e writes the file; Esc closes.", style="dim"), id="export-result")
         yield Footer(compact=True)

@@ -25,7 +25,10 @@ from .reasoning import ReasoningScreen
 
 RESUMABLE = (EpisodeStatus.paused, EpisodeStatus.running)
 FILTER_DELAY = 0.25
-COLUMNS = ("created", "scenario", "status", "turns", "side 1 played by", "side 2 played by", "overall 1", "overall 2", "goal 1", "goal 2", "tags")
+COLUMNS = (
+    "created", "scenario", "status", "turns", "side 1 played by", "side 2 played by",
+    "overall 1", "overall 2", "goal 1", "goal 2", "tags",
+)  # fmt: skip
 
 
 def score_cell(value: float | None) -> str:

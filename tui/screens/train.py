@@ -423,7 +423,13 @@ class TrainScreen(Screen):
         if self.losses:
             plt.plot([s for s, _ in self.losses], [v for _, v in self.losses], label="train", marker="braille", color="cyan")
         if self.eval_losses:
-            plt.plot([s for s, _ in self.eval_losses], [v for _, v in self.eval_losses], label="eval (held out)", marker="braille", color="orange")
+            plt.plot(
+                [s for s, _ in self.eval_losses],
+                [v for _, v in self.eval_losses],
+                label="eval (held out)",
+                marker="braille",
+                color="orange",
+            )
         plot.refresh()
 
     def _log(self, line: str) -> None:

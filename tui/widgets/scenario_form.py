@@ -293,7 +293,8 @@ class ScenarioForm(VerticalScroll):
             self.pair_count = len(valid_pairs(scenario, self.characters, self.relationships))
             if not self.pair_count:
                 level = RelationshipLevel(scenario.relationship).name.replace("_", " ")
-                errors = [FieldError(field="relationship", message=f"no character pair has a {level} relationship that fits the constraints")]
+                message = f"no character pair has a {level} relationship that fits the constraints"
+                errors = [FieldError(field="relationship", message=message)]
         self.errors = errors
         self._show(errors)
         self.post_message(self.Checked(self, errors, self.pair_count))
