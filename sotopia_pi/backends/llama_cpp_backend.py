@@ -258,6 +258,12 @@ class LlamaCppBackend:
         return _Choices({text: self._tokens(text) for text in part})
 
     def _tokens(self, text: str) -> list[int]:
+        """`text`'s tokens as they continue an answer: tokenized after a newline that is then
+        dropped, since a SentencePiece vocabulary would otherwise start the text with a space."""
+        anchor = self.llm.tokenize(b"\n", add_bos=False, special=False)
+        tokens = self.llm.tokenize(b"\n" + text.encode("utf-8"), add_bos=False, special=False)
+        if tokens[: len(anchor)] == anchor and len(tokens) > len(anchor):
+            return tokens[len(anchor) :]
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     def _end_token(self) -> int:
