@@ -112,17 +112,19 @@ def test_a_prompt_read_ahead_leaves_only_its_last_words_to_read(backend: LlamaCp
 
 
 class DecodeCounter:
-    """Counts llama.cpp decodes on one backend's context."""
+    """Counts llama.cpp decodes, and the tokens they read, on one backend's context."""
 
     def __init__(self, backend: LlamaCppBackend) -> None:
         self.context = backend.llm._ctx
         self.count = 0
+        self.tokens = 0
 
     def __enter__(self) -> DecodeCounter:
         decode = type(self.context).decode
 
         def counted(batch):
             self.count += 1
+            self.tokens += batch.n_tokens()
             return decode(self.context, batch)
 
         self.context.decode = counted
@@ -137,14 +139,17 @@ def test_a_guess_changes_the_cost_of_an_answer_never_the_answer(backend: LlamaCp
     template = live_template(dimensions)
     messages = ask("Score Ana, who lied about the price, and Ben, who stayed polite, so far.")
 
-    def answer(guess):
+    def answer(guess, tokens_read: list[int] | None = None):
         backend.reset_cache()
         backend.fill_choices(messages[:1], [["0"]])  # the system prompt cached, as in an episode
         with DecodeCounter(backend) as decodes:
             text = backend.fill_choices(messages, template, guess=guess).text
+        if tokens_read is not None:
+            tokens_read.append(decodes.tokens)
         return text, decodes.count
 
-    plain, plain_decodes = answer(None)
+    plain_read: list[int] = []
+    plain, plain_decodes = answer(None, plain_read)
     right = [str(value) for side in json.loads(plain)["scores"] for value in side]
     assert answer(right) == (plain, 1)  # the prompt's rest and the whole answer, checked at once
     shifted = right[:5] + [allowed[0] for allowed in live_template_blanks(dimensions)[5:]]
@@ -154,6 +159,14 @@ def test_a_guess_changes_the_cost_of_an_answer_never_the_answer(backend: LlamaCp
     for wrong in (["0"] * 14, ["11", "x"], right[:3], ["10", "-5", "10", "-10", "-10", "-5", "10"] * 2):
         assert answer(wrong)[0] == plain, wrong
     assert plain_decodes >= 2 * len(dimensions.dimensions)  # without a guess: a decode per blank at least
+    wrong_everywhere = [next(a for a in allowed if a != r) for allowed, r in zip(live_template_blanks(dimensions), right)]
+    wrong_read: list[int] = []
+    assert answer(wrong_everywhere, wrong_read)[0] == plain
+    # a guess that misses every blank wastes its first reading and one more blank's, no more
+    guesses = iter(wrong_everywhere)
+    pieces = [part if isinstance(part, str) else next(guesses) for part in template]
+    guessed_tokens = sum(len(backend.llm.tokenize(piece.encode(), add_bos=False, special=False)) for piece in pieces)
+    assert wrong_read[0] <= plain_read[0] + guessed_tokens + 4, (wrong_read, plain_read, guessed_tokens)
 
 
 def test_a_guess_on_a_cold_cache_longer_than_a_batch_gives_the_same_answer(backend: LlamaCppBackend):

@@ -447,7 +447,8 @@ class _BlankFiller:
     With a guess (a likely string per blank), that decode also reads the rest of the answer as
     guessed and keeps the logits after each of its tokens (`checked`): each token the answer
     then agrees on costs nothing more, and the first it does not agree on drops the rest from
-    the KV cache. The answer is the same with or without a guess, right or wrong."""
+    the KV cache; from then on the guess is read one blank ahead, and after a second miss no
+    more. The answer is the same with or without a guess, right or wrong."""
 
     def __init__(
         self,
@@ -467,6 +468,7 @@ class _BlankFiller:
         self.logits: np.ndarray | None = None  # after the last token of the answer so far
         self.checked: deque[tuple[int, np.ndarray]] = deque()
         self.guessed = self._guessed_tokens(guess) if guess else None
+        self.lookahead = len(parts)  # blanks to guess ahead: all, until the guess misses once
 
     def fill(self, end_token: int) -> str:
         texts = []
@@ -484,26 +486,34 @@ class _BlankFiller:
         return "".join(texts)
 
     def _guessed_tokens(self, guess: Sequence[str]) -> dict[int, list[int]]:
-        """For each blank's position, the rest of the answer from there as guessed (up to the
-        first guess that is not one of its blank's allowed strings)."""
+        """Each blank's guessed tokens, by the blank's position (up to the first guess that is
+        not one of its blank's allowed strings)."""
         blanks = [position for position, part in enumerate(self.parts) if isinstance(part, _Choices)]
-        strings: dict[int, list[int]] = {}
+        guessed: dict[int, list[int]] = {}
         for position, text in zip(blanks, guess):
             tokens = self.parts[position].tokens_of(text)  # type: ignore[union-attr]
             if tokens is None:
                 break
-            strings[position] = tokens
-        guessed: dict[int, list[int]] = {}
-        rest: list[int] = []
-        for position in reversed(range(len(self.parts))):
-            part = self.parts[position]
-            if not isinstance(part, _Choices):
-                rest = part + rest
-            elif position in strings:
-                rest = guessed[position] = strings[position] + rest
-            else:
-                rest = []
+            guessed[position] = tokens
         return guessed
+
+    def _continuation(self, position: int) -> list[int]:
+        """The answer from the blank at `position` on, as guessed, for at most `lookahead`
+        blanks (and the text after the last of them)."""
+        if self.guessed is None:
+            return []
+        tokens: list[int] = []
+        blanks = 0
+        for at, part in enumerate(self.parts[position:], start=position):
+            if isinstance(part, _Choices):
+                guessed = self.guessed.get(at) if blanks < self.lookahead else None
+                if guessed is None:
+                    break
+                tokens += guessed
+                blanks += 1
+            else:
+                tokens += part
+        return tokens
 
     def _append(self, token: int) -> None:
         self.answer_tokens += 1
@@ -514,6 +524,10 @@ class _BlankFiller:
                 return
             self.llm.n_tokens -= len(self.checked) + 1  # the guess went wrong here
             self.checked.clear()
+            # Scores that moved once in an answer may move again: after a miss the guess is read
+            # one blank ahead, after a second not at all, so a guess wrong throughout wastes
+            # little more than its first reading.
+            self.lookahead = 1 if self.lookahead == len(self.parts) else 0
         self.pending.append(token)
         self.logits = None
 
@@ -528,8 +542,7 @@ class _BlankFiller:
             if len(options) == 1:
                 token = options[0]
             else:
-                guessed = self.guessed.get(position, []) if self.guessed is not None and at_start else []
-                logits = self._logits(guessed)
+                logits = self._logits(self._continuation(position) if at_start else [])
                 token = max(options, key=lambda option: logits[option])
             if token not in node.children:
                 return node.text  # type: ignore[return-value]  # the ending won
