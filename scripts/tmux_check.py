@@ -155,7 +155,7 @@ class Session:
         return False
 
 
-STILL_SECONDS = 5.0  # a form that has not changed for this long is taken as final
+STILL_SECONDS = 15.0  # a form that has not changed for this long is taken as final
 NAMED_KEYS = {"Tab", "BTab", "Enter", "Escape", "Space", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "BSpace"}
 
 
@@ -259,7 +259,7 @@ def walk_episode(check: Checker) -> None:
     check.step("a model turn streams", expect="#0", timeout=60, settle=3.0)
     check.step("2 takes over side 2", ("2",), expect="You play", timeout=60)
     check.step("^b hands side 2 back", ("C-b",), expect="Pause/resume", timeout=60, settle=1.0)
-    check.step("p pauses", ("p",), expect="paused", timeout=120)
+    check.step("p pauses", ("p",), expect="paus", timeout=120)
     check.step("Esc back to the library", ("Escape",), expect="Start", timeout=60)
 
 
