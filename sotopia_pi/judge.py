@@ -512,7 +512,7 @@ class Judge:
         return parse_agent_evaluation(completion.text, self.dimensions)
 
 
-READ_AHEAD_CHARS = 60  # about 15 tokens: each read-ahead also re-reads a few tokens it read before
+READ_AHEAD_CHARS = 32  # about 8 tokens: each read-ahead also re-reads the last 2 or 3 it read before
 
 
 class LiveEvaluator:
@@ -640,7 +640,10 @@ class LiveEvaluator:
 
     def _read_ahead(self, turns: tuple[Turn, ...], index: int, agent: int, streamed: str) -> None:
         partial = streamed_turn(self._episode_id, index, agent, streamed)
-        if partial is None:
+        if partial is None:  # no argument yet: try again at the next piece, not READ_AHEAD_CHARS on
+            with self._condition:
+                if self._streaming is not None and self._streaming[1] == index:
+                    self._streamed_read = len(streamed) - READ_AHEAD_CHARS + 1
             return
         if self._judge.read_ahead(self._scenario, self._characters, [*turns, partial], cancel=self._cancel):
             self.read_aheads += 1
