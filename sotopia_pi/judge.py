@@ -341,8 +341,12 @@ class Judge:
         *,
         max_tokens: int = 1400,
         temperature: float = 0.0,
+        model_name: str | None = None,
     ):
         self.backend = backend
+        # The name evaluations record: the model as the episode names it (a shipped adapter by
+        # its name), where the backend's own name spells out the adapter file it loaded.
+        self.model_name = model_name
         self.dimensions = dimensions or load_dimension_set("sotopia")
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -475,7 +479,7 @@ class Judge:
             episode_id=episode_id,
             kind=kind,
             after_turn=turns[-1].index if turns else -1,
-            judge_model=self.backend.name,
+            judge_model=self.model_name or self.backend.name,
             dimension_set=self.dimensions.name,
             agents=agents,
             latency_ms=(time.perf_counter() - started) * 1000,

@@ -276,7 +276,11 @@ class EpisodeRunner:
         if self._judge is None:
             backend = self._judge_backend or self._load(as_spec(self.episode.judge_model), "judge")
             self._judge_backend = backend
-            self._judge = Judge(backend, load_dimension_set(self.settings.get("dimension_set", "sotopia")))
+            self._judge = Judge(
+                backend,
+                load_dimension_set(self.settings.get("dimension_set", "sotopia")),
+                model_name=self.episode.judge_model or None,
+            )
         return self._judge
 
     def load_models(self) -> None:
