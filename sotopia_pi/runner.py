@@ -48,6 +48,7 @@ from .episode import (
     Turn,
     action_json_schema,
 )
+from .errors import SotopiaError
 from .judge import Judge, LiveEvaluator, load_dimension_set
 from .model_text import clean_text
 from .profiles import Character, Scenario
@@ -84,7 +85,7 @@ class RunnerEvents:
     def status_changed(self, episode: Episode) -> None: ...
 
 
-class EpisodeError(RuntimeError):
+class EpisodeError(SotopiaError, RuntimeError):
     pass
 
 

@@ -123,6 +123,9 @@ def evaluation_document(evaluation, characters) -> dict:
     }
 
 
+INTERRUPT_GRACE_S = 3.0  # how long a signal waits for the turn in progress to be cancelled
+
+
 def play_session(session: RunnerSession) -> Episode:
     """Play in the session's thread until it pauses or ends; a signal here (Ctrl-C, SIGTERM,
     SIGHUP) cancels the turn in progress (a model's, at once) and leaves the episode paused."""
@@ -134,8 +137,10 @@ def play_session(session: RunnerSession) -> Episode:
     except KeyboardInterrupt:
         reading_stdin = session.current is not None and session.current.by_human
         session.close(wait=False)
-        if not reading_stdin:  # a model's turn stops within a token; a read from stdin does not
-            session.wait(5.0)
+        # A model's turn stops within a token; a read from stdin, or a call that never looks
+        # at the cancel, does not: the process leaves without it.
+        if reading_stdin or not session.wait(INTERRUPT_GRACE_S):
+            session.abandon()
         raise
     if session.error is not None:
         raise session.error
