@@ -30,6 +30,11 @@ def ensure_dir(path: Path, what: str = "folder") -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise PathsError(f"the {what} {path} is a file, not a folder; move it away or set {HOME_ENV}") from None
+    except NotADirectoryError:
+        blocker = next((parent for parent in path.parents if parent.is_file()), path)
+        raise PathsError(
+            f"cannot create the {what} {path}: {blocker} is a file, not a folder; move it away or set {HOME_ENV}"
+        ) from None
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise PathsError(f"cannot create the {what} {path}: {reason}; set {HOME_ENV} to a folder you can write") from None
