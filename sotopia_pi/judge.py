@@ -567,6 +567,9 @@ class LiveEvaluator:
         self.coalesced = 0
         self.skipped = 0
         self.read_aheads = 0
+        self.warm = threading.Event()  # set once the opening is read (at once without a warm-up)
+        if not warm_up:
+            self.warm.set()
         self._thread = threading.Thread(target=self._loop, name="live-judge", daemon=True)
         self._thread.start()
 
@@ -631,7 +634,10 @@ class LiveEvaluator:
     def _loop(self) -> None:
         try:
             if self._warm_up:
-                self._judge.warm_up(self._scenario, self._characters, self._played, cancel=self._cancel)
+                try:
+                    self._judge.warm_up(self._scenario, self._characters, self._played, cancel=self._cancel)
+                finally:
+                    self.warm.set()
             while (job := self._next_job()) is not None:
                 if job[0] == "score":
                     self._score(job[1])

@@ -85,6 +85,9 @@ class RunnerEvents:
     def status_changed(self, episode: Episode) -> None: ...
 
 
+LIVE_WARM_UP_WAIT_S = 15.0  # a judge slower than this at reading the scene is not waited for
+
+
 class EpisodeError(SotopiaError, RuntimeError):
     pass
 
@@ -479,6 +482,10 @@ class EpisodeRunner:
                     played=self.turns,
                     warm_up=_keeps_kv_cache(judge.backend),
                 )
+                # The next turn waits (a second or two, once per run) while the judge reads the
+                # scene: read alongside that turn, the opening made its score come after the
+                # turn after it had started, so the first turn's live score was always skipped.
+                self._live.warm.wait(LIVE_WARM_UP_WAIT_S)
         return True
 
     @property

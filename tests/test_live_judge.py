@@ -567,6 +567,28 @@ def test_a_local_judge_is_warmed_with_the_opening_and_the_turns_already_played(s
     assert [entry for entry in events.log if entry[0] == "provisional"] == [("provisional", 2, ())]
 
 
+def test_the_first_turn_waits_until_the_judge_has_read_the_scene(store: Store):
+    from sotopia_pi.backends import ModelSpec
+
+    talk = [action("speak", f"line {i}") for i in range(3)]
+    judge = ScriptedJudge()
+    judge.spec = ModelSpec(kind="embedded")  # keeps a KV cache: the runner warms it up
+    judge.gate.clear()  # the warm-up (the judge's first call) is held here
+    agent = ReplayBackend(talk, "a")
+    runner = EpisodeRunner(
+        store, live_setup(store), backends={0: agent, 1: ReplayBackend(talk, "b")}, judge_backend=judge
+    )
+    stepping = threading.Thread(target=runner.step)
+    stepping.start()
+    assert judge.entered.wait(WAIT_S) and judge.calls[0]["max_tokens"] == 1
+    stepping.join(0.3)
+    assert stepping.is_alive() and runner.turns == []  # no turn is played while the judge reads
+    judge.gate.set()
+    stepping.join(WAIT_S)
+    runner.close()
+    assert [turn.index for turn in runner.turns] == [0]
+
+
 # -- the real model ---------------------------------------------------------------------------
 
 
