@@ -71,7 +71,7 @@ def scenario_sets(store) -> dict[str, list[str]]:
 
 def play(store, scenario_id: str, model: str, seed: int, max_turns: int):
     from sotopia_pi.backends import create_backend
-    from sotopia_pi.cli.run_cmd import choose_characters
+    from sotopia_pi.casting import choose_characters
     from sotopia_pi.runner import EpisodeSetup, run_episode
 
     agents = choose_characters(store, scenario_id, None, None)
