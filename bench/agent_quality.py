@@ -183,12 +183,12 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 def judge_correlation(store, judge_model: str, sample: int, seed: int = 11) -> tuple[float, int, int]:
     """(Spearman of embedded-judge vs expert overall, sides compared, judge failures)."""
     from sotopia_pi.backends import create_backend
-    from sotopia_pi.judge import Judge
+    from sotopia_pi.judge import JUDGE_SAMPLING, Judge
 
     episodes = [e for e in store.episodes() if "split:heldout" in e.tags]
     rng = random.Random(seed)
     chosen = rng.sample(episodes, min(sample, len(episodes)))
-    backend = create_backend(judge_model, seed=seed, n_threads=2)
+    backend = create_backend(judge_model, seed=seed, n_threads=2, **JUDGE_SAMPLING)
     judge = Judge(backend)
     expert, model = [], []
     failures = 0

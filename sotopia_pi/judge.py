@@ -329,6 +329,11 @@ def _live_side(entry: object, dimensions: DimensionSet) -> AgentEvaluation:
     return parse_agent_evaluation(as_terminal, dimensions)
 
 
+# A llama.cpp judge samples without a repeat penalty: a penalty on recent tokens would push each
+# score away from the digits the judge has just written for the other dimensions.
+JUDGE_SAMPLING = {"repeat_penalty": 1.0}
+
+
 class Judge:
     """Scores episodes on one backend. Give it a backend of its own (the runner loads one per
     episode): then a live evaluation never waits behind an agent's generation, and the judge's

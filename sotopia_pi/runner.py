@@ -49,7 +49,7 @@ from .episode import (
     action_json_schema,
 )
 from .errors import SotopiaError
-from .judge import Judge, LiveEvaluator, load_dimension_set
+from .judge import JUDGE_SAMPLING, Judge, LiveEvaluator, load_dimension_set
 from .model_text import clean_text
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn, parse_action, partial_argument
@@ -236,21 +236,23 @@ class EpisodeRunner:
         """The side whose turn is being played now, or None between turns."""
         return self._current_side
 
-    def _thread_options(self, spec: ModelSpec, role: str) -> dict:
-        """llama.cpp threads: share the cores between agents and a live judge instead of
-        oversubscribing them (decode collapses when both use every core)."""
+    def _load_options(self, spec: ModelSpec, role: str) -> dict:
+        """llama.cpp options: the cores shared between agents and a live judge instead of
+        oversubscribing them (decode collapses when both use every core), and the judge's
+        sampling (JUDGE_SAMPLING)."""
         if spec.kind not in LLAMA_KINDS:
             return {}
+        options: dict = dict(JUDGE_SAMPLING) if role == "judge" else {}
         cores = os.cpu_count() or 2
         if self.episode.live_eval and cores <= 4:
-            return {"n_threads": max(1, cores // 2)}
-        return {}
+            options["n_threads"] = max(1, cores // 2)
+        return options
 
     def _load(self, spec: ModelSpec, role: str) -> ChatBackend:
         """Build a backend; whatever goes wrong while loading becomes a BackendError. The
         factory is given the model's name (a factory written for tests picks by name)."""
         try:
-            return self._factory(spec.name, **self._thread_options(spec, role))
+            return self._factory(spec.name, **self._load_options(spec, role))
         except BackendError:
             raise
         except Exception as error:  # a missing file, a bad option, a broken install
