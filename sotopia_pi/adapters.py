@@ -94,11 +94,9 @@ def adapter_dir(name: str, version: int) -> Path:
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The SHA-256 of a file, in hex."""
     with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def base_gguf_path(base_model: str) -> Path | None:
