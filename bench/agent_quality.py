@@ -69,18 +69,23 @@ def scenario_sets(store) -> dict[str, list[str]]:
     }
 
 
-def play(store, scenario_id: str, model: str, seed: int, max_turns: int):
+def play(store, scenario_id: str, model: str, seed: int, max_turns: int, **backend_options):
+    """One episode, both sides `model` (seeds seed and seed+1), no judge: (episode, turns)."""
     from sotopia_pi.backends import create_backend
     from sotopia_pi.casting import choose_characters
     from sotopia_pi.runner import EpisodeSetup, run_episode
 
     agents = choose_characters(store, scenario_id, None, None)
-    backends = {side: create_backend(model, seed=seed + side, n_threads=2) for side in (0, 1)}
+    backends = {side: create_backend(model, seed=seed + side, n_threads=2, **backend_options) for side in (0, 1)}
     setup = EpisodeSetup(
         scenario_id=scenario_id, agent_ids=agents, agent_models=(model, model), judge_model="",
         max_turns=max_turns, live_eval=False,
     )  # fmt: skip
-    episode = run_episode(store, setup, backends=backends)
+    try:
+        episode = run_episode(store, setup, backends=backends)
+    finally:
+        for backend in backends.values():
+            backend.close()
     return episode, store.turns(episode.id)
 
 

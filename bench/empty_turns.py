@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # agent_quality.play
 
 HELD_OUT = ["used_cargo_bike", "drum_practice_hours", "last_theatre_ticket", "household_bills_split"]
 SAYS_SOMETHING = {"speak", "action", "non-verbal communication"}
@@ -39,10 +40,9 @@ def count(turns) -> tuple[int, int]:
 
 
 def play_all(model: str, penalty: float, scenarios: list[str], turns: int, seed: int) -> tuple[int, int, int]:
-    from sotopia_pi.backends import create_backend
-    from sotopia_pi.casting import choose_characters
+    from agent_quality import play
+
     from sotopia_pi.library import ensure_library
-    from sotopia_pi.runner import EpisodeSetup, run_episode
     from sotopia_pi.store import Store
 
     store = Store()
@@ -50,22 +50,7 @@ def play_all(model: str, penalty: float, scenarios: list[str], turns: int, seed:
     by_codename = {scenario.codename: scenario for scenario in store.scenarios()}
     played = empty = repeats = 0
     for codename in scenarios:
-        scenario = by_codename[codename]
-        backends = {side: create_backend(model, seed=seed + side, n_threads=2, repeat_penalty=penalty) for side in (0, 1)}
-        setup = EpisodeSetup(
-            scenario_id=scenario.id,
-            agent_ids=choose_characters(store, scenario.id),
-            agent_models=(model, model),
-            judge_model="",
-            max_turns=turns,
-            live_eval=False,
-        )
-        try:
-            episode = run_episode(store, setup, backends=backends)
-        finally:
-            for backend in backends.values():
-                backend.close()
-        episode_turns = store.turns(episode.id)
+        _, episode_turns = play(store, by_codename[codename].id, model, seed, turns, repeat_penalty=penalty)
         played += len(episode_turns)
         e, r = count(episode_turns)
         empty, repeats = empty + e, repeats + r
