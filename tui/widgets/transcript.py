@@ -150,7 +150,17 @@ class TurnView(Widget):
     def stream(self, argument: str) -> None:
         if self.committed is None:
             self.streamed = argument
-            self.refresh(layout=True)
+            self.refresh(layout=self._height_changed())
+
+    def _height_changed(self) -> bool:
+        """Whether the text now wraps to a different number of lines. A layout reflows the
+        whole screen and repaints it; most tokens only add words to the last line, which a
+        repaint of this one turn shows."""
+        width = self.size.width
+        if not width:
+            return True
+        self.clear_cached_dimensions()
+        return self.get_content_height(self.size, self.size, width) != self.size.height
 
     def commit(self, turn: Turn) -> None:
         self.committed = turn
