@@ -27,6 +27,7 @@ class TakeoverPanel(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.side: int | None = None
+        self._shown_view: Text | None = None
         self.your_turn = False
 
     def compose(self) -> ComposeResult:
@@ -50,13 +51,15 @@ class TakeoverPanel(Vertical):
 
     def play(self, side: int, name: str, view: View) -> None:
         """Show `side`'s own view (its goal first); the person now plays it."""
-        self.side = side
-        self.query_one("#takeover-title", Label).update(f"You play {name} (side {side + 1})")
         context = Text()
         context.append("Your goal: ", style="bold")
         context.append(f"{view.goals[side]}\n\n")
         context.append("What you know (the other side's goal is hidden from you):\n", style="dim")
         context.append(view.render())
+        if (side, context) == (self.side, self._shown_view):
+            return  # asked again after every turn: updating the same text would re-lay out the screen
+        self.side, self._shown_view = side, context
+        self.query_one("#takeover-title", Label).update(f"You play {name} (side {side + 1})")
         self.query_one("#takeover-context", Static).update(context)
 
     def set_turn(self, your_turn: bool, message: str) -> None:
