@@ -8,6 +8,7 @@ Prints, for the base model and the adapter, on the SOTOPIA-hard scenarios and on
 library scenarios, same seeds, both sides played by the model under test:
 
 - share of episodes ending before turn 4, mean number of turns, mean turn latency;
+- turn latency at equal context: ms per prompt token read and per token generated, same prompts;
 - share of valid actions with the grammar off (plain text answers parsed as strict JSON actions);
 - per-token negative log-likelihood of the held-out expert turns (transformers + PEFT);
 - Spearman rank correlation between the embedded judge's overall scores and the expert's on a
@@ -115,8 +116,10 @@ def heldout_expert_examples(store):
     return build_examples(frozen, [(f.id, side) for f in frozen for side in (0, 1)])
 
 
-def valid_action_share(model: str, examples, count: int, seed: int = 7) -> float:
-    """Plain generation (no grammar) on held-out expert prompts, parsed as strict JSON actions."""
+def valid_action_share(model: str, examples, count: int, seed: int = 7) -> dict:
+    """Plain generation (no grammar) on held-out expert prompts, parsed as strict JSON actions;
+    also the time per prompt token read and per token generated, both models on the same prompts
+    (turn latency at equal context: an episode's turn times depend on how long its episode ran)."""
     from sotopia_pi.backends import create_backend
     from sotopia_pi.episode import AgentAction
 
@@ -124,18 +127,28 @@ def valid_action_share(model: str, examples, count: int, seed: int = 7) -> float
     sample = rng.sample(examples, min(count, len(examples)))
     backend = create_backend(model, seed=seed, n_threads=2)
     valid = 0
+    read_ms = read_tokens = write_ms = write_tokens = 0.0
     try:
         for example in sample:
             backend.reset_cache()
-            text = backend.complete(example.prompt, max_tokens=160, temperature=0.0).text.strip()
+            read = backend.read_ahead(example.prompt)
+            read_ms += read.latency_ms
+            read_tokens += read.prompt_tokens
+            completion = backend.complete(example.prompt, max_tokens=160, temperature=0.0)
+            write_ms += completion.latency_ms
+            write_tokens += completion.completion_tokens
             try:
-                AgentAction.model_validate(json.loads(text))
+                AgentAction.model_validate(json.loads(completion.text.strip()))
                 valid += 1
             except (ValueError, TypeError):
                 pass
     finally:
         backend.close()
-    return valid / max(len(sample), 1)
+    return {
+        "valid_share": valid / max(len(sample), 1),
+        "prompt_ms_per_token": read_ms / max(read_tokens, 1),
+        "generated_ms_per_token": write_ms / max(write_tokens, 1),
+    }
 
 
 def heldout_nll(examples, adapter_dir: Path | None) -> float:
@@ -261,9 +274,16 @@ def main() -> None:
                 f"mean turn {figures['mean_turn_ms'] / 1000:.2f} s"
             )
     examples = heldout_expert_examples(store)
+    speeds = {}
     for label, model in (("base", base), ("adapter", tuned)):
-        share = valid_action_share(model, examples, options.action_sample)
-        print(f"{label:8s} valid actions with the grammar off: {share:.0%} of {min(options.action_sample, len(examples))} held-out prompts")
+        figures = speeds[label] = valid_action_share(model, examples, options.action_sample)
+        print(
+            f"{label:8s} valid actions with the grammar off: {figures['valid_share']:.0%} of "
+            f"{min(options.action_sample, len(examples))} held-out prompts; reading the prompt "
+            f"{figures['prompt_ms_per_token']:.2f} ms/token, generating {figures['generated_ms_per_token']:.1f} ms/token"
+        )
+    ratios = [speeds["adapter"][key] / speeds["base"][key] for key in ("prompt_ms_per_token", "generated_ms_per_token")]
+    print(f"adapter latency at equal context: {ratios[0]:.2f}x the base reading, {ratios[1]:.2f}x generating")
     base_nll = heldout_nll(examples, None)
     tuned_nll = heldout_nll(examples, AGENT_ADAPTER_PEFT)
     lower = (base_nll - tuned_nll) / base_nll
