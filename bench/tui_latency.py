@@ -134,7 +134,7 @@ def run(seconds: float, verbose: bool = False) -> dict:
     terminal = Terminal(home)
     generating: list[float] = []
     waiting: list[float] = []
-    lost = 0
+    lost = closed = 0
     episodes = 0
     try:
         if terminal.wait_for("Start episode", timeout=60) is None:
@@ -170,7 +170,10 @@ def run(seconds: float, verbose: bool = False) -> dict:
                 took = "lost" if shown is None else f"{(shown - sent) * 1000:.1f} ms"
                 print(f"key {index}: episode {episodes} turn {turn_count} {episode.status.value}, {took}", file=sys.stderr)
             if shown is None:
-                lost += 1
+                if store.episode(episode_id).status.value == "running":
+                    lost += 1
+                else:
+                    closed += 1  # the episode ended as the key was typed: its text box closed
                 continue
             (generating if not side_two_next else waiting).append((shown - sent) * 1000)
             time.sleep(0.1)
@@ -182,6 +185,7 @@ def run(seconds: float, verbose: bool = False) -> dict:
         "while_model_generates": summary(generating),
         "otherwise": summary(waiting),
         "lost_keys": lost,
+        "keys_typed_as_an_episode_ended": closed,
         "target_p95_ms": 50,
     }
 
