@@ -24,6 +24,15 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[SOTOPIA_DATA_ENV] = str(BESIDE_THE_CLONE)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_merge_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of merged models for the whole run: merging the shipped adapter into the base
+    takes seconds, and every test's home is new."""
+    folder = tmp_path_factory.mktemp("merged-models")
+    os.environ["SOTOPIA_PI_MERGE_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"

@@ -10,9 +10,10 @@ import gguf
 import numpy as np
 import pytest
 
-from sotopia_pi.backends import BackendError, Cancelled, ChatBackend, create_backend
+from sotopia_pi.backends import BackendError, Cancelled, ChatBackend, create_backend, shipped_adapter
 from sotopia_pi.backends.base import parse_model_name
 from sotopia_pi.backends.llama_cpp_backend import LlamaCppBackend
+from sotopia_pi.backends.lora_merge import merge_cache_dir
 from sotopia_pi.catalog import embedded_model_path
 from sotopia_pi.episode import AgentAction, ChatMessage, action_json_schema
 
@@ -87,7 +88,9 @@ def test_an_unenforceable_schema_is_a_clear_error(backend: LlamaCppBackend):
 
 def test_streamed_pieces_arrive_in_order_and_join_to_the_text(backend: LlamaCppBackend):
     pieces: list[str] = []
-    reply = backend.complete(chat(SYSTEM_JORDAN, "Hello, is the bike still for sale?"), max_tokens=30, on_token=pieces.append)
+    reply = backend.complete(
+        chat(SYSTEM_JORDAN, "Hello, is the bike still for sale?"), max_tokens=30, on_token=pieces.append
+    )
     assert len(pieces) >= 3
     assert "".join(pieces) == reply.text
 
@@ -102,7 +105,9 @@ def test_cancel_stops_generation_early_and_the_backend_still_works(backend: Llam
             cancel.set()
 
     with pytest.raises(Cancelled) as raised:
-        backend.complete(chat(SYSTEM_SAM, "Tell me a long story."), max_tokens=300, on_token=stop_after_three, cancel=cancel)
+        backend.complete(
+            chat(SYSTEM_SAM, "Tell me a long story."), max_tokens=300, on_token=stop_after_three, cancel=cancel
+        )
     assert len(pieces) == 3
     assert raised.value.partial_text == "".join(pieces)
 
@@ -126,7 +131,13 @@ def test_cancel_from_another_thread(backend: LlamaCppBackend):
 
     threading.Thread(target=cancel_soon).start()
     with pytest.raises(Cancelled):
-        backend.complete(chat(SYSTEM_SAM, "Describe your day in detail."), max_tokens=400, temperature=0.9, on_token=record, cancel=cancel)
+        backend.complete(
+            chat(SYSTEM_SAM, "Describe your day in detail."),
+            max_tokens=400,
+            temperature=0.9,
+            on_token=record,
+            cancel=cancel,
+        )
     assert len(pieces) < 50
 
 
@@ -228,7 +239,7 @@ def write_lora(path: Path, *, arch: str = "llama", width: int = 576, rank: int =
     return path
 
 
-def test_adapter_swap_changes_output_and_back(tmp_path: Path):
+def test_adapter_swap_changes_output_and_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     adapter = write_lora(tmp_path / "lora.gguf")
     question = chat("You are a helpful assistant.", "What is the capital of France?")
     with create_backend("embedded", **FAST) as agent:
@@ -244,16 +255,77 @@ def test_adapter_swap_changes_output_and_back(tmp_path: Path):
         assert agent.complete(question, max_tokens=16, temperature=0).text == base
     assert adapted.text != base
 
+    monkeypatch.setenv("SOTOPIA_PI_MERGE_ADAPTERS", "0")  # opened with the adapter at run time, as swapped in
     with create_backend(f"embedded+adapter={adapter}", **FAST) as loaded:
-        assert loaded.name == f"embedded+adapter={adapter}"
+        assert loaded.name == f"embedded+adapter={adapter}" and not loaded.adapter_merged
         assert loaded.complete(question, max_tokens=16, temperature=0).text == adapted.text
+
+
+def next_token_logits(backend: LlamaCppBackend, messages: list[ChatMessage]) -> np.ndarray:
+    from sotopia_pi.backends.llama_native import chat_prompt_tokens, read_prompt
+
+    backend.reset_cache()
+    chat_dicts = [{"role": m.role, "content": m.content} for m in messages]
+    return read_prompt(backend.llm, chat_prompt_tokens(backend.llm, chat_dicts))[1].copy()
+
+
+def test_an_adapter_the_model_opens_with_is_merged_and_answers_as_at_run_time():
+    adapter = shipped_adapter("embedded-bc", "embedded")
+    assert adapter is not None
+    question = chat(SYSTEM_SAM, "Hi, I saw your note about the bike. Is it still for sale?")
+    with create_backend("embedded", **FAST) as base:
+        plain = next_token_logits(base, question)
+        base.set_adapter(adapter)
+        at_run_time = next_token_logits(base, question)
+    with create_backend(f"embedded+adapter={adapter}", **FAST) as merged:
+        assert merged.adapter_merged and merged.adapter == adapter
+        assert merged.name == f"embedded+adapter={adapter}"
+        folded = next_token_logits(merged, question)
+        # back to the bare base: it opens the base file again, and answers exactly as the base
+        merged.set_adapter(None)
+        assert not merged.adapter_merged and merged.adapter is None
+        assert np.array_equal(next_token_logits(merged, question), plain)
+    # The merged weights are Q8_0 where the base's are Q4_1: close, not bit-identical (measured:
+    # a mean logit difference of 0.14 against the adapter's own change of 0.96).
+    change = np.abs(at_run_time - plain).mean()
+    assert np.abs(folded - at_run_time).mean() < 0.3 * change
+    assert np.argmax(folded) == np.argmax(at_run_time) != np.argmax(plain)
+    assert list(merge_cache_dir().glob("SmolLM2-135M-Instruct.Q4_1+embedded-bc-*.gguf"))
+
+
+def test_a_merged_backend_swaps_at_run_time_and_refusals_keep_the_merged_model(tmp_path: Path):
+    first = write_lora(tmp_path / "first.gguf", amplitude=0.3)
+    second = write_lora(tmp_path / "second.gguf", arch="qwen2")
+    question = chat("You are a helpful assistant.", "Name a color.")
+    with create_backend(f"embedded+adapter={first}", **FAST) as agent:
+        assert agent.adapter_merged
+        before = agent.complete(question, max_tokens=8, temperature=0).text
+        with pytest.raises(BackendError, match="adapter for 'qwen2' models"):
+            agent.set_adapter(second)
+        assert agent.adapter_merged and agent.adapter == first
+        assert agent.complete(question, max_tokens=8, temperature=0).text == before
+        agent.set_adapter(first)  # the same adapter, now at run time on the bare base
+        assert not agent.adapter_merged and agent.adapter == first
+
+
+def test_an_adapter_that_cannot_be_merged_runs_at_run_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    adapter = write_lora(tmp_path / "lora.gguf")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("SOTOPIA_PI_MERGE_CACHE", str(blocker / "cache"))
+    with create_backend(f"embedded+adapter={adapter}", **FAST) as agent:
+        assert agent.adapter == adapter and not agent.adapter_merged
+        assert agent.complete(chat("Be brief.", "Say hi."), max_tokens=4, temperature=0).text
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda d: (d / "junk.gguf").write_bytes(b"not a model at all" * 8) and d / "junk.gguf", "is not a GGUF file"),
-        (lambda d: write_lora(d / "qwen.gguf", arch="qwen2"), "adapter for 'qwen2' models, but the running model is 'llama'"),
+        (
+            lambda d: write_lora(d / "qwen.gguf", arch="qwen2"),
+            "adapter for 'qwen2' models, but the running model is 'llama'",
+        ),
         (lambda d: write_lora(d / "narrow.gguf", width=512), "incorrect shape"),
         (lambda d: d / "absent.gguf", "LoRA adapter not found"),
     ],

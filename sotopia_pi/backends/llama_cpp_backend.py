@@ -8,6 +8,7 @@ the new tokens. One Llama shared by two agents re-evaluates almost the whole pro
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -31,13 +32,16 @@ from .llama_native import (  # isort: skip
     open_llama,
 )
 import numpy as np  # noqa: E402
+from gguf import GGMLQuantizationType  # noqa: E402
 from llama_cpp import Llama  # noqa: E402
 from llama_cpp.llama_grammar import LlamaGrammar  # noqa: E402
 from llama_cpp.llama_types import CreateChatCompletionStreamResponse  # noqa: E402
 
 from ..catalog import CatalogError, embedded_model_path, require_pulled  # noqa: E402
 from ..episode import ChatMessage  # noqa: E402
+from ..errors import SotopiaError  # noqa: E402
 from .base import BackendError, Cancelled, Completion, ModelSpec, TokenCallback, start_with_adapter  # noqa: E402
+from .lora_merge import merged_model_path, merging_wanted  # noqa: E402
 from .schema import SchemaError, grammar_for_schema  # noqa: E402
 
 # Sampling defaults measured to keep SmolLM2 on topic without looping (feasibility §1).
@@ -47,7 +51,30 @@ DEFAULT_SAMPLING = {"top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 
 # Tokens `read_ahead` leaves unread: the chat template's end of message (6 with ChatML) and a
 # last word, which the prompt that extends this one may tokenize differently.
 READ_AHEAD_HOLD_BACK = 8
+logger = logging.getLogger(__name__)
 SAMPLING_KEYS = {"top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
+
+
+# Kinds whose adapters are merged into the weights when the model opens, and the type the merged
+# weights are stored in: Q8_0 keeps the adapter's change (requantizing to the base's Q4_1 lost
+# most of it) and runs faster than Q4_1 here (bench/merged_adapter.py).
+MERGED_KINDS = {"embedded", "embedded-base"}
+MERGED_WEIGHT_TYPE = GGMLQuantizationType.Q8_0
+
+
+class LlamaOpener:
+    """Opens a model file with the options a backend was built with (its base by default)."""
+
+    def __init__(self, path: Path, **options: Any) -> None:
+        self.path = path
+        self.options = options
+
+    def open(self, path: Path | None = None) -> Llama:
+        path = path or self.path
+        try:
+            return open_llama(path, **self.options)
+        except (ValueError, RuntimeError) as error:
+            raise BackendError(f"llama.cpp could not load {path}: {error}") from error
 
 
 def resolve_model_path(spec: ModelSpec) -> Path:
@@ -71,6 +98,10 @@ class LlamaCppBackend:
     """ChatBackend and AdapterSwapping on llama-cpp-python. Thread-safe: one lock per Llama object.
 
     `spec` is the model this backend runs now; `set_adapter` changes its adapter (and so `name`).
+
+    An adapter the embedded model opens with is folded into a cached copy of its weights
+    (lora_merge): at run time llama.cpp's LoRA doubled the time per generated token of this
+    small model. Swaps while running apply the adapter at run time on the bare base, in place.
     """
 
     def __init__(
@@ -80,6 +111,7 @@ class LlamaCppBackend:
         spec: ModelSpec,
         owns_llama: bool = True,
         seed: int | None = None,
+        opener: LlamaOpener | None = None,
         **sampling: float,
     ) -> None:
         unknown = set(sampling) - SAMPLING_KEYS
@@ -92,7 +124,9 @@ class LlamaCppBackend:
         self._sampling = {**DEFAULT_SAMPLING, **sampling}
         self._seeds = random.Random(seed)
         self._grammars: dict[str, LlamaGrammar] = {}
-        self._adapter: LoraHandle | None = None
+        self._lora: LoraHandle | None = None  # an adapter applied at run time
+        self._merged: Path | None = None  # an adapter folded into the loaded weights
+        self._opener = opener  # opens the base again, or a merged copy of it
         self.adapter_scale = 1.0
         self._closed = False
 
@@ -109,24 +143,23 @@ class LlamaCppBackend:
         **sampling: float,
     ) -> LlamaCppBackend:
         """Build a backend for `embedded`, `gguf:PATH` or `catalog:NAME` (+adapter=PATH)."""
+        opener = None
         if llama is None:
-            path = resolve_model_path(spec)
             threads = n_threads or os.cpu_count() or 1
-            try:
-                llama = open_llama(
-                    path,
-                    n_ctx=n_ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    seed=seed if seed is not None else 0xC0FFEE,
-                    chat_format=chat_format,
-                )
-            except (ValueError, RuntimeError) as error:
-                raise BackendError(f"llama.cpp could not load {path}: {error}") from error
-            owns = True
-        else:
-            owns = False
-        return start_with_adapter(cls(llama, spec=spec, owns_llama=owns, seed=seed, **sampling), spec.adapter)
+            opener = LlamaOpener(
+                resolve_model_path(spec),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=seed if seed is not None else 0xC0FFEE,
+                chat_format=chat_format,
+            )
+            llama = opener.open()
+        backend = cls(llama, spec=spec, owns_llama=opener is not None, seed=seed, opener=opener, **sampling)
+        backend = start_with_adapter(backend, spec.adapter)
+        if spec.kind in MERGED_KINDS and merging_wanted():
+            backend.merge_adapter()
+        return backend
 
     @property
     def name(self) -> str:
@@ -327,12 +360,19 @@ class LlamaCppBackend:
 
     @property
     def adapter_path(self) -> Path | None:
-        return self._adapter.path if self._adapter else None
+        if self._lora is not None:
+            return self._lora.path
+        return self._merged
 
     @property
     def adapter(self) -> Path | None:
         """The GGUF LoRA file in use, or None when the base model answers."""
         return self.adapter_path
+
+    @property
+    def adapter_merged(self) -> bool:
+        """Whether the adapter in use is folded into the loaded weights (not applied at run time)."""
+        return self._merged is not None
 
     def set_adapter(self, path: str | Path | None, scale: float = 1.0) -> None:
         """Switch the running model to a GGUF LoRA adapter (None: back to the base model).
@@ -340,7 +380,8 @@ class LlamaCppBackend:
         The KV cache is dropped afterwards: it was computed with the old weights, so the next
         call re-evaluates its whole prompt once. A bad file raises BackendError and leaves the
         previous adapter active. A call in progress finishes first (the lock), so a swap never
-        lands mid-generation. `name` names the path as given.
+        lands mid-generation. `name` names the path as given. The adapter is applied at run
+        time; when the loaded weights have one merged in, the bare base is opened again first.
         """
         with self._lock:
             self._check_open()
@@ -349,20 +390,59 @@ class LlamaCppBackend:
                     f"{self.name}: this backend shares its llama.cpp model with another backend, "
                     "and an adapter would change both; give it its own model to swap adapters"
                 )
-            if path is None:
-                if self._adapter is None:
-                    return
-                clear_adapters(self.llm)
-                new = None
-            else:
-                new = self._load_adapter(Path(path).expanduser(), scale)
+            if path is None and self.adapter_path is None:
+                return
+            llm = self._open_again() if self._merged is not None else self.llm
+            try:
+                new = None if path is None else self._load_adapter(llm, Path(path).expanduser(), scale)
+            except BackendError:
+                if llm is not self.llm:
+                    llm.close()
+                raise
+            if path is None and llm is self.llm:
+                clear_adapters(llm)
             self.llm.reset()
-            old, self._adapter, self.adapter_scale = self._adapter, new, scale if new else 1.0
+            old = self._lora
+            self._use_llama(llm)
+            self._lora, self._merged, self.adapter_scale = new, None, scale if new else 1.0
             self.spec = self.spec.with_adapter(path)
-            if old is not None:
+            if old is not None and old is not new:
                 old.free()
 
-    def _load_adapter(self, path: Path, scale: float) -> LoraHandle:
+    def merge_adapter(self) -> bool:
+        """Fold the adapter applied at run time into a merged copy of the weights (cached on
+        disk, made on first use) and load that copy instead: same answers, the base's speed.
+        False, with everything as it was, when there is nothing to merge or it cannot be done
+        (a model opened by the caller, a base or adapter gguf-py cannot read, a full disk)."""
+        with self._lock:
+            self._check_open()
+            if self._lora is None or self._opener is None:
+                return False
+            try:
+                path = merged_model_path(self._opener.path, self._lora.path, self.adapter_scale, MERGED_WEIGHT_TYPE)
+                llm = self._opener.open(path)
+            except (BackendError, OSError, ValueError, SotopiaError) as error:
+                logger.warning("%s: running the adapter unmerged: %s", self.name, error)
+                return False
+            clear_adapters(self.llm)
+            self._lora.free()
+            self._merged, self._lora = self._lora.path, None
+            self._use_llama(llm)
+            return True
+
+    def _open_again(self) -> Llama:
+        """The bare base model, opened again (to leave merged weights)."""
+        if self._opener is None:
+            raise BackendError(f"{self.name}: cannot open the base model again")
+        return self._opener.open()
+
+    def _use_llama(self, llm: Llama) -> None:
+        """Run on `llm` from now on (the caller holds the lock); the previous one is closed."""
+        if llm is not self.llm:
+            previous, self.llm = self.llm, llm
+            previous.close()
+
+    def _load_adapter(self, llm: Llama, path: Path, scale: float) -> LoraHandle:
         """llama.cpp checks the file itself (magic, truncation, architecture, shapes) and refuses
         it cleanly; only then is the file read again here, to explain common mistakes plainly.
         (Reading it with the gguf package first would triple the cost of a swap.)"""
@@ -370,20 +450,20 @@ class LlamaCppBackend:
             raise BackendError(f"LoRA adapter not found: {path}")
         new = None
         try:
-            new = LoraHandle.load(self.llm, path)
+            new = LoraHandle.load(llm, path)
             new.activate(scale)
         except NativeError as error:
             if new is not None:
-                self._restore_previous(new)
-            _check_adapter_file(path, self.llm, str(error))
+                self._restore_previous(llm, new)
+            _check_adapter_file(path, llm, str(error))
             raise BackendError(str(error)) from None
         return new
 
-    def _restore_previous(self, failed: LoraHandle) -> None:
-        if self._adapter is not None:
-            self._adapter.activate(self.adapter_scale)
+    def _restore_previous(self, llm: Llama, failed: LoraHandle) -> None:
+        if self._lora is not None and llm is self.llm:
+            self._lora.activate(self.adapter_scale)
         else:
-            clear_adapters(self.llm)
+            clear_adapters(llm)
         failed.free()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -398,11 +478,11 @@ class LlamaCppBackend:
             if self._closed:
                 return
             self._closed = True
-            if self._adapter is not None:
+            if self._lora is not None:
                 clear_adapters(self.llm)
                 self.llm.reset()
-                self._adapter.free()
-                self._adapter = None
+                self._lora.free()
+                self._lora = None
             if self._owns_llama:
                 self.llm.close()
 
