@@ -6,12 +6,14 @@ In place: `set_adapter(path)` on a running llama.cpp backend (load the GGUF LoRA
 drop the KV cache), then `set_adapter(None)` untimed before the next run. Reload: a new backend
 for `embedded+adapter=PATH` (open the GGUF, build the context, load the LoRA), closed untimed.
 Prints the median of each and the ratio (target: in place at least 10x faster), and checks that
-both give the same greedy answer.
+both give the same greedy answer. Both apply the adapter at run time (SOTOPIA_PI_MERGE_ADAPTERS=0):
+the app merges an adapter the embedded model opens with (bench/merged_adapter.py measures that).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -40,6 +42,8 @@ def main() -> None:
     from sotopia_pi.backends import create_backend
     from sotopia_pi.episode import ChatMessage
     from tests.lora_files import write_lora
+
+    os.environ["SOTOPIA_PI_MERGE_ADAPTERS"] = "0"  # like against like: both at run time
 
     options = {"n_ctx": 2048, "n_threads": args.threads}
     question = [
