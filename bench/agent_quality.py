@@ -12,7 +12,8 @@ library scenarios, same seeds, both sides played by the model under test:
 - share of valid actions with the grammar off (plain text answers parsed as strict JSON actions);
 - per-token negative log-likelihood of the held-out expert turns (transformers + PEFT);
 - Spearman rank correlation between the embedded judge's overall scores and the expert's on a
-  sample of held-out expert episodes (good and poor mixed), base judge against judge adapter;
+  sample of held-out expert episodes (good and poor mixed): base judge, judge adapter, and the
+  judge adapter with its score head (the default embedded judge);
 - two sample transcripts, base and adapter, on the same scenario and seed.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import statistics
@@ -177,37 +177,17 @@ def heldout_nll(examples, adapter_dir: Path | None) -> float:
     return total / max(count, 1)
 
 
-def spearman(xs: list[float], ys: list[float]) -> float:
-    def ranks(values):
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        result = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                result[order[k]] = (i + j) / 2
-            i = j + 1
-        return result
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.mean(rx), statistics.mean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return cov / var if var else float("nan")
-
-
-def judge_correlation(store, judge_model: str, sample: int, seed: int = 11) -> tuple[float, int, int]:
+def judge_correlation(store, judge_model: str, sample: int, seed: int = 11, head=None) -> tuple[float, int, int]:
     """(Spearman of embedded-judge vs expert overall, sides compared, judge failures)."""
     from sotopia_pi.backends import create_backend
     from sotopia_pi.judge import JUDGE_SAMPLING, Judge
+    from sotopia_pi.score_head import spearman
 
     episodes = [e for e in store.episodes() if "split:heldout" in e.tags]
     rng = random.Random(seed)
     chosen = rng.sample(episodes, min(sample, len(episodes)))
     backend = create_backend(judge_model, seed=seed, n_threads=2, **JUDGE_SAMPLING)
-    judge = Judge(backend)
+    judge = Judge(backend, score_head=head)
     expert, model = [], []
     failures = 0
     try:
@@ -228,12 +208,17 @@ def judge_correlation(store, judge_model: str, sample: int, seed: int = 11) -> t
 
 
 def judge_figures(store, sample: int) -> None:
-    judges = [("base judge", "embedded-base")]
+    from sotopia_pi.score_head import shipped_score_head
+
+    judges = [("base judge", "embedded-base", None)]
     if JUDGE_ADAPTER.is_file():
-        judges.append(("judge adapter", f"embedded-base+adapter={JUDGE_ADAPTER}"))
-    for label, model in judges:
-        rho, n, failures = judge_correlation(store, model, sample)
-        print(f"{label:13s} Spearman vs expert overall on held-out episodes: {rho:.2f} ({n} sides, {failures} judge failures)")
+        judges.append(("judge adapter", "embedded-base+adapter=embedded-judge", None))
+        head = shipped_score_head("embedded-base+adapter=embedded-judge")
+        if head is not None:
+            judges.append(("adapter + head", "embedded-base+adapter=embedded-judge", head))
+    for label, model, head in judges:
+        rho, n, failures = judge_correlation(store, model, sample, head=head)
+        print(f"{label:14s} Spearman vs expert overall on held-out episodes: {rho:.2f} ({n} sides, {failures} judge failures)")
 
 
 def render(store, episode, turns) -> str:

@@ -28,6 +28,7 @@ store = aq.open_store()
 from sotopia_pi.backends import create_backend  # noqa: E402
 from sotopia_pi.backends.llama_native import chat_prompt_tokens, read_prompt  # noqa: E402
 from sotopia_pi.judge import JUDGE_SAMPLING, Judge, judge_messages  # noqa: E402
+from sotopia_pi.score_head import spearman  # noqa: E402
 
 judge_model = sys.argv[1] if len(sys.argv) > 1 else f"embedded-base+adapter={aq.JUDGE_ADAPTER}"
 sample = int(sys.argv[2]) if len(sys.argv) > 2 else 16
@@ -116,15 +117,15 @@ for episode in chosen:
         print(json.dumps(rows[-1]), flush=True)
 print("elapsed", time.time() - started)
 ex = [r["expert"] for r in rows]
-print("greedy spearman", aq.spearman(ex, [r["greedy"] for r in rows]))
-print("expected spearman", aq.spearman(ex, [r["expected"] for r in rows]))
+print("greedy spearman", spearman(ex, [r["greedy"] for r in rows]))
+print("expected spearman", spearman(ex, [r["expected"] for r in rows]))
 for d in [d.name for d in dims.dimensions]:
     e = [r["expert_dims"][d] for r in rows]
     print(
         d,
         "greedy",
-        round(aq.spearman(e, [r["greedy_dims"][d] for r in rows]), 2),
+        round(spearman(e, [r["greedy_dims"][d] for r in rows]), 2),
         "expected",
-        round(aq.spearman(e, [r["ev_dims"][d] for r in rows]), 2),
+        round(spearman(e, [r["ev_dims"][d] for r in rows]), 2),
     )
 backend.close()

@@ -39,6 +39,7 @@ from .errors import SotopiaError
 from .model_text import clean_text, read_json_object
 from .profiles import Character, Scenario
 from .prompts import history_lines, load_json_object, partial_argument
+from .score_head import PromptStates, ScoreHead, ScoreHeadError
 from .visibility import judge_view
 
 REASONING_MAX_CHARS = 160
@@ -347,6 +348,7 @@ class Judge:
         max_tokens: int = 1400,
         temperature: float = 0.0,
         model_name: str | None = None,
+        score_head: ScoreHead | None = None,
     ):
         self.backend = backend
         # The name evaluations record: the model as the episode names it (a shipped adapter by
@@ -359,6 +361,14 @@ class Judge:
         self._live_schema = live_schema(self.dimensions)
         self._live_template = live_template(self.dimensions)
         self._live_guess: list[str] | None = None  # the last live scores, as a template's blanks
+        self.score_head = score_head if score_head is not None and self._head_fits(score_head) else None
+
+    def _head_fits(self, head: ScoreHead) -> bool:
+        names = {d.name for d in self.dimensions.dimensions}
+        if set(head.dimensions) != names or not isinstance(self.backend, PromptStates):
+            log.warning("the score head does not fit this judge (dimensions or backend); scores come from the model")
+            return False
+        return True
 
     @property
     def live_max_tokens(self) -> int:
@@ -513,12 +523,24 @@ class Judge:
         except BackendError as error:
             return AgentEvaluation(failure=f"judge model failed: {error}")
         completions.append(completion)
-        if completion.finish_reason == "length":
-            result = parse_agent_evaluation(completion.text, self.dimensions)
-            if not result.ok:
-                return AgentEvaluation(failure=f"judge output was cut off at {self.max_tokens} tokens")
-            return result
-        return parse_agent_evaluation(completion.text, self.dimensions)
+        result = parse_agent_evaluation(completion.text, self.dimensions)
+        if completion.finish_reason == "length" and not result.ok:
+            result = AgentEvaluation(failure=f"judge output was cut off at {self.max_tokens} tokens")
+        return self._head_scores(messages, result) if self.score_head is not None else result
+
+    def _head_scores(self, messages: list[ChatMessage], written: AgentEvaluation) -> AgentEvaluation:
+        """The score head's integers, with the reasons the model wrote (none if it failed)."""
+        assert self.score_head is not None and isinstance(self.backend, PromptStates)
+        try:
+            state = self.backend.prompt_state(messages, self.score_head.prompt_tokens)
+            head_scores = self.score_head.scores(state)
+        except (BackendError, ScoreHeadError) as error:
+            return written if written.ok else AgentEvaluation(failure=f"score head failed: {error}")
+        scores = {
+            name: DimensionScore(score=value, reasoning=written.scores[name].reasoning if written.ok else "")
+            for name, value in head_scores.items()
+        }
+        return AgentEvaluation(scores=scores, overall=overall_score(scores))
 
 
 READ_AHEAD_CHARS = 32  # about 8 tokens: each read-ahead also re-reads the last 2 or 3 it read before

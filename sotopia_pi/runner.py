@@ -53,6 +53,7 @@ from .judge import JUDGE_SAMPLING, Judge, LiveEvaluator, load_dimension_set
 from .model_text import clean_text
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn, parse_action, partial_argument
+from .score_head import shipped_score_head
 from .store import Store, leases
 from .visibility import HINT_TAGS, agent_view
 
@@ -286,6 +287,7 @@ class EpisodeRunner:
                 backend,
                 load_dimension_set(self.settings.get("dimension_set", "sotopia")),
                 model_name=self.episode.judge_model or None,
+                score_head=shipped_score_head(self.episode.judge_model) if self.episode.judge_model else None,
             )
         return self._judge
 

@@ -382,3 +382,23 @@ def test_errors_from_the_callers_callback_are_not_renamed(backend: LlamaCppBacke
     with pytest.raises(ValueError, match="the UI went away"):
         backend.complete(chat(SYSTEM_SAM, "Hi"), max_tokens=8, on_token=broken_callback)
     assert backend.complete(chat(SYSTEM_SAM, "Hi"), max_tokens=4).text is not None
+
+
+def test_prompt_state_reads_the_merged_weights_beside_the_kv_cache(tmp_path: Path):
+    question = chat(SYSTEM_SAM, "Hi, I saw your note about the bike. Is it still for sale?")
+    other = chat(SYSTEM_JORDAN, "Would you take $150 for it, cash today?")
+    with create_backend("embedded-base+adapter=embedded-judge", **FAST) as judge:
+        assert judge.adapter_merged
+        judge.complete(question, max_tokens=4, temperature=0)
+        cached = judge.llm.n_tokens
+        state = judge.prompt_state(question, 256)
+        assert state.shape == (576,) and np.isfinite(state).all()
+        assert np.array_equal(judge.prompt_state(question, 256), state)
+        assert not np.allclose(judge.prompt_state(other, 256), state)
+        assert judge.llm.n_tokens == cached  # the answering context kept its cache
+    with create_backend("embedded-base+adapter=embedded-judge", **FAST) as bare:
+        bare.set_adapter(None)
+        assert not np.allclose(bare.prompt_state(question, 256), state)  # read with the base's weights
+        bare.set_adapter(write_lora(tmp_path / "lora.gguf"))
+        with pytest.raises(BackendError, match="adapter merged"):
+            bare.prompt_state(question, 256)

@@ -31,6 +31,7 @@ from .llama_native import (  # isort: skip
     logits_along,
     open_llama,
 )
+import llama_cpp  # noqa: E402
 import numpy as np  # noqa: E402
 from gguf import GGMLQuantizationType  # noqa: E402
 from llama_cpp import Llama  # noqa: E402
@@ -69,10 +70,10 @@ class LlamaOpener:
         self.path = path
         self.options = options
 
-    def open(self, path: Path | None = None) -> Llama:
+    def open(self, path: Path | None = None, **overrides: Any) -> Llama:
         path = path or self.path
         try:
-            return open_llama(path, **self.options)
+            return open_llama(path, **{**self.options, **overrides})
         except (ValueError, RuntimeError) as error:
             raise BackendError(f"llama.cpp could not load {path}: {error}") from error
 
@@ -127,6 +128,8 @@ class LlamaCppBackend:
         self._lora: LoraHandle | None = None  # an adapter applied at run time
         self._merged: Path | None = None  # an adapter folded into the loaded weights
         self._opener = opener  # opens the base again, or a merged copy of it
+        self._merged_weights: Path | None = None  # the merged copy's file
+        self._state_llm: Llama | None = None  # the same weights in embedding mode (prompt_state)
         self.adapter_scale = 1.0
         self._closed = False
 
@@ -285,6 +288,38 @@ class LlamaCppBackend:
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
 
+    def prompt_state(self, messages: list[ChatMessage], max_tokens: int) -> np.ndarray:
+        """The model's final hidden state after the last `max_tokens` tokens of the chat prompt
+        `messages` make (for a score head). Read by a second context of the same weights, opened
+        on first use in embedding mode, so the KV cache of this one is left as it was."""
+        chat = [_as_dict(message) for message in messages]
+        with self._lock:
+            self._check_open()
+            if self._lora is not None:
+                raise BackendError(f"{self.name}: hidden states need the adapter merged, not applied at run time")
+            tokens = chat_prompt_tokens(self.llm, chat)[-max_tokens:]
+            try:
+                reader = self._state_reader(max_tokens)
+                state = reader.embed(self.llm.detokenize(tokens).decode("utf-8", errors="replace"), truncate=True)
+            except (ValueError, RuntimeError) as error:
+                raise BackendError(f"{self.name}: llama.cpp failed: {error}") from error
+            return np.asarray(state, dtype=np.float64).ravel()
+
+    def _state_reader(self, max_tokens: int) -> Llama:
+        if self._state_llm is None:
+            if self._opener is None:
+                raise BackendError(f"{self.name}: hidden states need a model this backend opened itself")
+            context = max_tokens + 64  # the detokenized text may come back a few tokens longer
+            self._state_llm = self._opener.open(
+                self._merged_weights or self._opener.path,
+                embedding=True,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST,
+                n_ctx=context,
+                n_batch=context,
+                n_ubatch=context,
+            )
+        return self._state_llm
+
     def _template_part(self, part: str | Sequence[str]) -> list[int] | _Choices:
         if isinstance(part, str):
             return self._tokens(part)
@@ -429,6 +464,7 @@ class LlamaCppBackend:
             self._lora.free()
             self._merged, self._lora = self._lora.path, None
             self._use_llama(llm)
+            self._merged_weights = path
             return True
 
     def _open_again(self) -> Llama:
@@ -442,6 +478,13 @@ class LlamaCppBackend:
         if llm is not self.llm:
             previous, self.llm = self.llm, llm
             previous.close()
+            self._merged_weights = None
+            self._close_state_reader()
+
+    def _close_state_reader(self) -> None:
+        if self._state_llm is not None:
+            self._state_llm.close()
+            self._state_llm = None
 
     def _load_adapter(self, llm: Llama, path: Path, scale: float) -> LoraHandle:
         """llama.cpp checks the file itself (magic, truncation, architecture, shapes) and refuses
@@ -484,6 +527,7 @@ class LlamaCppBackend:
                 self.llm.reset()
                 self._lora.free()
                 self._lora = None
+            self._close_state_reader()
             if self._owns_llama:
                 self.llm.close()
 
