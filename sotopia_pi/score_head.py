@@ -12,6 +12,7 @@ Pure numpy; the hidden state comes from a backend that implements `PromptStates`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, Field
 
+from .backends import as_spec, shipped_adapter
 from .episode import ChatMessage
 from .errors import SotopiaError
 
@@ -127,20 +129,23 @@ SHIPPED_HEAD_SUFFIX = ".head.json"
 
 def shipped_score_head(judge_model: str) -> ScoreHead | None:
     """The head shipped beside the judge adapter a judge model names (models/adapters/
-    NAME.head.json, fitted on that adapter's hidden states), or None."""
-    from .backends import as_spec, shipped_adapter
-
+    NAME.head.json), or None; also None, with a warning, when the head was fitted on another
+    version of that adapter (its provenance names the adapter file's SHA-256)."""
     spec = as_spec(judge_model)
-    if spec.kind != "embedded-base" or not spec.adapter or shipped_adapter(spec.adapter, spec.kind) is None:
-        return None
-    path = shipped_adapter(spec.adapter, spec.kind).with_suffix(SHIPPED_HEAD_SUFFIX)  # type: ignore[union-attr]
-    if not path.is_file():
+    adapter = shipped_adapter(spec.adapter, spec.kind) if spec.kind == "embedded-base" and spec.adapter else None
+    path = adapter.with_suffix(SHIPPED_HEAD_SUFFIX) if adapter is not None else None
+    if adapter is None or path is None or not path.is_file():
         return None
     try:
-        return load_score_head(path)
+        head = load_score_head(path)
     except ScoreHeadError as error:
         log.warning("judging without the score head: %s", error)
         return None
+    fitted_on = head.provenance.get("judge_adapter_sha256")
+    if fitted_on and fitted_on != hashlib.sha256(adapter.read_bytes()).hexdigest():
+        log.warning("judging without the score head: %s was fitted on another version of %s", path, adapter)
+        return None
+    return head
 
 
 def load_score_head(path: Path) -> ScoreHead:

@@ -74,6 +74,20 @@ def test_only_the_shipped_judge_adapter_gets_the_shipped_head():
     head = shipped_score_head("embedded-base+adapter=embedded-judge")
     assert head is not None and set(head.dimensions) == set(RANGES)
     assert head.judge_model == "embedded-base+adapter=embedded-judge" and len(head.mean) == 576
+    assert head.provenance["held-out"]["spearman_overall"] >= 0.5
+
+
+def test_a_head_fitted_on_another_version_of_the_judge_adapter_is_not_used(tmp_path: Path, monkeypatch):
+    from sotopia_pi import paths
+
+    shipped = paths.REPO_ROOT / "models" / "adapters"
+    fake_root = tmp_path / "repo"
+    (fake_root / "models" / "adapters").mkdir(parents=True)
+    (fake_root / "models" / "adapters" / "embedded-judge.gguf").write_bytes(b"retrained since")
+    head = json.loads((shipped / "embedded-judge.head.json").read_text())
+    (fake_root / "models" / "adapters" / "embedded-judge.head.json").write_text(json.dumps(head))
+    monkeypatch.setattr(paths, "REPO_ROOT", fake_root)
+    assert shipped_score_head("embedded-base+adapter=embedded-judge") is None
 
 
 class StatefulReplay:
