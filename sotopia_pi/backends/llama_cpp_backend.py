@@ -128,7 +128,6 @@ class LlamaCppBackend:
         self._lora: LoraHandle | None = None  # an adapter applied at run time
         self._merged: Path | None = None  # an adapter folded into the loaded weights
         self._opener = opener  # opens the base again, or a merged copy of it
-        self._merged_weights: Path | None = None  # the merged copy's file
         self._state_llm: Llama | None = None  # the same weights in embedding mode (prompt_state)
         self.adapter_scale = 1.0
         self._closed = False
@@ -311,7 +310,7 @@ class LlamaCppBackend:
                 raise BackendError(f"{self.name}: hidden states need a model this backend opened itself")
             context = max_tokens + 64  # the detokenized text may come back a few tokens longer
             self._state_llm = self._opener.open(
-                self._merged_weights or self._opener.path,
+                Path(self.llm.model_path),  # the base, or the merged copy now loaded
                 embedding=True,
                 pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST,
                 n_ctx=context,
@@ -464,7 +463,6 @@ class LlamaCppBackend:
             self._lora.free()
             self._merged, self._lora = self._lora.path, None
             self._use_llama(llm)
-            self._merged_weights = path
             return True
 
     def _open_again(self) -> Llama:
@@ -478,7 +476,6 @@ class LlamaCppBackend:
         if llm is not self.llm:
             previous, self.llm = self.llm, llm
             previous.close()
-            self._merged_weights = None
             self._close_state_reader()
 
     def _close_state_reader(self) -> None:
