@@ -111,6 +111,10 @@ class Turn(BaseModel):
     prompt: list[ChatMessage] = Field(default_factory=list)
     raw_output: str = ""
     parse_note: str = ""
+    resamples: int = Field(0, ge=0, description="answers asked for again because they repeated an earlier line")
+    echoes: int | None = Field(
+        None, description="the earlier turn this one still repeats, when every answer asked for did; None for a fresh line"
+    )
     latency_ms: float = 0.0
     prompt_tokens: int = 0
     cached_tokens: int = 0

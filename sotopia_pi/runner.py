@@ -29,6 +29,7 @@ from .backends import (
     BackendError,
     Cancelled,
     ChatBackend,
+    Completion,
     ModelSpec,
     adapter_identity,
     as_spec,
@@ -53,12 +54,17 @@ from .judge import JUDGE_SAMPLING, Judge, LiveEvaluator, load_dimension_set
 from .model_text import clean_text
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn, parse_action, partial_argument
+from .repetition import Echo, echo_of
 from .score_head import shipped_score_head
 from .store import Store, leases
 from .visibility import HINT_TAGS, agent_view
 
 DEFAULT_MAX_TURNS = 20
 DEFAULT_STALE_LIMIT = 2
+# A model's line that repeats one already said is asked for again, this many times at most, each
+# a little hotter; the least repetitive answer is kept (bench/echo_guard.py measures the effect).
+DEFAULT_ECHO_RETRIES = 2
+ECHO_RETRY_HEAT = 0.3
 LLAMA_KINDS = {"embedded", "embedded-base", "gguf", "catalog"}
 LIVE_CLOSE_TIMEOUT_S = 20  # how long the end of an episode waits for the last live score
 
@@ -106,6 +112,7 @@ class EpisodeSetup:
     stale_limit: int = DEFAULT_STALE_LIMIT
     temperature: float = 0.7
     max_tokens: int = 200
+    echo_retries: int = DEFAULT_ECHO_RETRIES
     dimension_set: str = "sotopia"
     tags: tuple[str, ...] = ()
 
@@ -134,6 +141,7 @@ def new_episode(store: Store, setup: EpisodeSetup) -> Episode:
             "stale_limit": setup.stale_limit,
             "temperature": setup.temperature,
             "max_tokens": setup.max_tokens,
+            "echo_retries": setup.echo_retries,
             "dimension_set": setup.dimension_set,
         },
     )
@@ -551,6 +559,58 @@ class EpisodeRunner:
         by_human = isinstance(backend, HumanBackend)
         messages = messages_for_turn(self.names[side], self.views[side], self.turns, self.names, side)
         self.events.turn_started(self.episode.id, index, side, by_human)
+        retries = 0 if by_human else int(self.settings.get("echo_retries", DEFAULT_ECHO_RETRIES))
+        started = time.perf_counter()
+        kept: _Answer | None = None
+        answers, latency_ms = 0, 0.0
+        try:
+            for attempt in range(retries + 1):
+                try:
+                    answer = self._answer(index, side, backend, messages, attempt)
+                except Cancelled:
+                    return None
+                except BackendError:
+                    if kept is None:
+                        raise
+                    log.warning("turn %d: asking again after a repeated line failed; keeping the first answer", index)
+                    break
+                answers += 1
+                latency_ms += answer.completion.latency_ms or 0.0
+                if kept is None or answer.similarity < kept.similarity:
+                    kept = answer
+                if answer.echo is None:
+                    break
+        finally:
+            self._current_side = None
+        assert kept is not None
+        turn = Turn(
+            episode_id=self.episode.id,
+            index=index,
+            agent=side,
+            action_type=kept.action.action_type,
+            argument=kept.action.argument,
+            model="human" if by_human else self.agent_specs[side].name,
+            adapter="" if by_human else self._adapter_played(side, backend),
+            by_human=by_human,
+            prompt=messages,
+            raw_output=kept.raw_output,
+            parse_note=kept.note,
+            resamples=answers - 1,
+            echoes=kept.echo.turn_index if kept.echo is not None else None,
+            latency_ms=latency_ms or (time.perf_counter() - started) * 1000,
+            prompt_tokens=kept.completion.prompt_tokens,
+            cached_tokens=kept.completion.cached_tokens,
+            completion_tokens=kept.completion.completion_tokens,
+        )
+        self.store.add_turn(turn)
+        self.turns.append(turn)
+        self.events.turn_committed(turn)
+        return turn
+
+    def _answer(self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage], attempt: int) -> _Answer:
+        """One answer from `side`'s backend, streamed to the screens and the live judge, parsed,
+        and checked against the lines already said. Attempt k > 0 samples k·ECHO_RETRY_HEAT hotter."""
+        by_human = isinstance(backend, HumanBackend)
         streamed: list[str] = []
 
         def on_token(piece: str) -> None:
@@ -561,43 +621,19 @@ class EpisodeRunner:
             if live is not None and not by_human:  # the live judge reads the turn as it comes
                 live.turn_streaming(self.turns, index, side, so_far)
 
-        started = time.perf_counter()
-        try:
-            completion = backend.complete(
-                messages,
-                schema=action_json_schema(),
-                max_tokens=int(self.settings.get("max_tokens", 200)),
-                temperature=float(self.settings.get("temperature", 0.7)),
-                on_token=on_token,
-                cancel=self._turn_cancel,
-            )
-        except Cancelled:
-            return None
-        finally:
-            self._current_side = None
+        temperature = float(self.settings.get("temperature", 0.7)) + attempt * ECHO_RETRY_HEAT
+        completion = backend.complete(
+            messages,
+            schema=action_json_schema(),
+            max_tokens=int(self.settings.get("max_tokens", 200)),
+            temperature=temperature,
+            on_token=on_token,
+            cancel=self._turn_cancel,
+        )
         raw_output = clean_text(completion.text or "")
         action, note = parse_action(raw_output)
-        turn = Turn(
-            episode_id=self.episode.id,
-            index=index,
-            agent=side,
-            action_type=action.action_type,
-            argument=action.argument,
-            model="human" if by_human else self.agent_specs[side].name,
-            adapter="" if by_human else self._adapter_played(side, backend),
-            by_human=by_human,
-            prompt=messages,
-            raw_output=raw_output,
-            parse_note=note,
-            latency_ms=completion.latency_ms or (time.perf_counter() - started) * 1000,
-            prompt_tokens=completion.prompt_tokens,
-            cached_tokens=completion.cached_tokens,
-            completion_tokens=completion.completion_tokens,
-        )
-        self.store.add_turn(turn)
-        self.turns.append(turn)
-        self.events.turn_committed(turn)
-        return turn
+        echo = None if by_human or action.action_type in (ActionType.none, ActionType.leave) else echo_of(action.argument, self.turns)
+        return _Answer(completion, raw_output, action, note, echo)
 
     def _adapter_played(self, side: int, backend: ChatBackend) -> str:
         """The adapter a backend runs now (a swapping backend knows it exactly, its registered
@@ -670,6 +706,19 @@ class EpisodeRunner:
             self._judge_backend.close()
             self._judge_backend = None
             self._judge = None
+
+
+@dataclass
+class _Answer:
+    completion: Completion
+    raw_output: str
+    action: AgentAction
+    note: str
+    echo: Echo | None
+
+    @property
+    def similarity(self) -> float:
+        return self.echo.similarity if self.echo is not None else 0.0
 
 
 def _specs_of(episode: Episode) -> list[ModelSpec]:

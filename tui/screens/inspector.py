@@ -211,6 +211,9 @@ def turn_details(turn: Turn) -> Text:
     )
     if turn.parse_note:
         text.append(f"parse note: {turn.parse_note}\n", style="yellow")
+    if turn.resamples:
+        repeated = f"; the kept answer still repeats turn #{turn.echoes}" if turn.echoes is not None else ""
+        text.append(f"asked again {turn.resamples}x: the model repeated an earlier line{repeated}\n", style="yellow")
     if turn.raw_output and not turn.by_human:
         text.append("raw output: ", style="dim")
         text.append(f"{turn.raw_output}\n")
