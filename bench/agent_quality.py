@@ -7,7 +7,8 @@ SOTOPIA-hard scenarios; path from $SOTOPIA_PI_SOTOPIA_DATA or ../shared/sotopia)
 Prints, for the base model and the adapter, on the SOTOPIA-hard scenarios and on the held-out
 library scenarios, same seeds, both sides played by the model under test:
 
-- share of episodes ending before turn 4, mean number of turns, mean turn latency;
+- share of episodes ending before turn 4, mean number of turns, mean turn latency, share of lines
+  repeating an earlier line of the episode (the runner asks again for those: bench/echo_guard.py);
 - turn latency at equal context: ms per prompt token read and per token generated, same prompts;
 - share of valid actions with the grammar off (plain text answers parsed as strict JSON actions);
 - per-token negative log-likelihood of the held-out expert turns (transformers + PEFT);
@@ -70,17 +71,19 @@ def scenario_sets(store) -> dict[str, list[str]]:
     }
 
 
-def play(store, scenario_id: str, model: str, seed: int, max_turns: int, **backend_options):
-    """One episode, both sides `model` (seeds seed and seed+1), no judge: (episode, turns)."""
+def play(store, scenario_id: str, model: str, seed: int, max_turns: int, echo_retries: int | None = None, **backend_options):
+    """One episode, both sides `model` (seeds seed and seed+1), no judge: (episode, turns).
+    `echo_retries` None: the runner's default."""
     from sotopia_pi.backends import create_backend
     from sotopia_pi.casting import choose_characters
-    from sotopia_pi.runner import EpisodeSetup, run_episode
+    from sotopia_pi.runner import DEFAULT_ECHO_RETRIES, EpisodeSetup, run_episode
 
     agents = choose_characters(store, scenario_id, None, None)
     backends = {side: create_backend(model, seed=seed + side, n_threads=2, **backend_options) for side in (0, 1)}
     setup = EpisodeSetup(
         scenario_id=scenario_id, agent_ids=agents, agent_models=(model, model), judge_model="",
         max_turns=max_turns, live_eval=False,
+        echo_retries=DEFAULT_ECHO_RETRIES if echo_retries is None else echo_retries,
     )  # fmt: skip
     try:
         episode = run_episode(store, setup, backends=backends)
@@ -91,18 +94,22 @@ def play(store, scenario_id: str, model: str, seed: int, max_turns: int, **backe
 
 
 def episode_figures(store, scenarios: list[str], model: str, per_scenario: int, max_turns: int) -> dict:
-    lengths, latencies, transcripts = [], [], {}
+    from sotopia_pi.repetition import echo_share
+
+    lengths, latencies, transcripts, echoes = [], [], {}, [0, 0]
     for scenario_id in scenarios:
         for k in range(per_scenario):
             episode, turns = play(store, scenario_id, model, seed=1000 + k, max_turns=max_turns)
             lengths.append(len(turns))
             latencies += [t.latency_ms for t in turns]
+            echoes = [a + b for a, b in zip(echoes, echo_share(turns))]
             transcripts[(scenario_id, k)] = (episode, turns)
     return {
         "episodes": len(lengths),
         "ended_before_turn_4": sum(n < 4 for n in lengths) / max(len(lengths), 1),
         "mean_turns": statistics.mean(lengths) if lengths else 0.0,
         "mean_turn_ms": statistics.mean(latencies) if latencies else 0.0,
+        "repeated_lines": echoes[0] / max(echoes[1], 1),
         "transcripts": transcripts,
     }
 
@@ -256,7 +263,8 @@ def main() -> None:
             print(
                 f"{label:8s} {set_name:17s} episodes {figures['episodes']:3d}  ended before turn 4: "
                 f"{figures['ended_before_turn_4']:.0%}  mean turns {figures['mean_turns']:.1f}  "
-                f"mean turn {figures['mean_turn_ms'] / 1000:.2f} s"
+                f"mean turn {figures['mean_turn_ms'] / 1000:.2f} s  "
+                f"lines repeating an earlier one {figures['repeated_lines']:.0%}"
             )
     examples = heldout_expert_examples(store)
     speeds = {}

@@ -12,7 +12,7 @@ import pytest
 
 from sotopia_pi.backends import BackendError, Cancelled, ChatBackend, create_backend, shipped_adapter
 from sotopia_pi.backends.base import parse_model_name
-from sotopia_pi.backends.llama_cpp_backend import LlamaCppBackend
+from sotopia_pi.backends.llama_cpp_backend import PROMPT_SLICE_TOKENS, LlamaCppBackend
 from sotopia_pi.backends.lora_merge import merge_cache_dir
 from sotopia_pi.catalog import embedded_model_path
 from sotopia_pi.episode import AgentAction, ChatMessage, action_json_schema
@@ -141,6 +141,31 @@ def test_cancel_from_another_thread(backend: LlamaCppBackend):
     assert len(pieces) < 50
 
 
+def test_a_cancel_while_the_prompt_is_read_stops_within_one_slice(backend: LlamaCppBackend):
+    """Taking over a side must not wait for a long prompt to be read whole."""
+    backend.reset_cache()
+    long_prompt = chat(SYSTEM_SAM + " The bike has new tyres, a serviced chain and a bell." * 40, "Jordan: $300.")
+    cancel = threading.Event()
+    reads: list[int] = []
+    read = backend.llm.eval
+
+    def read_then_cancel(tokens) -> None:
+        reads.append(len(tokens))
+        read(tokens)
+        cancel.set()
+
+    backend.llm.eval = read_then_cancel  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Cancelled, match="prompt tokens"):
+            backend.complete(long_prompt, max_tokens=20, cancel=cancel)
+    finally:
+        del backend.llm.eval
+    assert reads == [PROMPT_SLICE_TOKENS] and backend.llm.n_tokens == PROMPT_SLICE_TOKENS
+    again = backend.complete(long_prompt, max_tokens=20, temperature=0, cancel=threading.Event())
+    assert again.cached_tokens == PROMPT_SLICE_TOKENS  # what was read before the cancel is kept
+    assert again.prompt_tokens > 4 * PROMPT_SLICE_TOKENS and again.text
+
+
 def test_prompt_extending_the_last_one_comes_from_the_cache(backend: LlamaCppBackend):
     backend.reset_cache()
     first_turns = ("Jordan: Hi, you must be Sam. The bike is $300.",)
@@ -161,6 +186,13 @@ def test_prompt_extending_the_last_one_comes_from_the_cache(backend: LlamaCppBac
     )
     assert again.cached_tokens == again.prompt_tokens - 1
     assert again.text == second.text
+    sliced = backend.complete(  # read in slices (a cancel can come): the same cache, the same answer
+        chat(SYSTEM_SAM, *first_turns, first.text, "Jordan: It's barely used. What do you say?"),
+        max_tokens=20,
+        temperature=0,
+        cancel=threading.Event(),
+    )
+    assert (sliced.cached_tokens, sliced.prompt_tokens, sliced.text) == (again.cached_tokens, again.prompt_tokens, again.text)
 
 
 def test_each_backend_keeps_its_own_cache_and_a_shared_llama_does_not():

@@ -52,6 +52,9 @@ DEFAULT_SAMPLING = {"top_p": 0.9, "top_k": 40, "min_p": 0.05, "repeat_penalty": 
 # Tokens `read_ahead` leaves unread: the chat template's end of message (6 with ChatML) and a
 # last word, which the prompt that extends this one may tokenize differently.
 READ_AHEAD_HOLD_BACK = 8
+# llama.cpp sees a cancel only between generated tokens, so a prompt is read this many tokens at
+# a time with a check between slices: taking over a side waits at most one slice (~0.3 s here).
+PROMPT_SLICE_TOKENS = 128
 logger = logging.getLogger(__name__)
 SAMPLING_KEYS = {"top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
 
@@ -186,6 +189,7 @@ class LlamaCppBackend:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled before generation started")
             started = time.perf_counter()
+            cached_before = self._read_prompt(chat, cancel) if cancel is not None else None
             meter = EvalMeter(self.llm)
             pieces: list[str] = []
             finish_reason = ""
@@ -214,7 +218,7 @@ class LlamaCppBackend:
             return Completion(
                 text=text,
                 prompt_tokens=meter.prompt_tokens,
-                cached_tokens=meter.cached_tokens,
+                cached_tokens=meter.cached_tokens if cached_before is None else cached_before,
                 completion_tokens=max(completion_tokens, 0),
                 latency_ms=(time.perf_counter() - started) * 1000,
                 finish_reason=finish_reason,
@@ -274,9 +278,8 @@ class LlamaCppBackend:
                 prompt = chat_prompt_tokens(self.llm, chat)[:-READ_AHEAD_HOLD_BACK]
                 self._check_room(len(prompt))
                 cached = keep_cached_prefix(self.llm, prompt) if prompt else self.llm.n_tokens
-                if cached < len(prompt):
-                    self.llm.eval(prompt[cached:])
-            except BackendError:
+                self._read_slices(prompt[cached:], cancel)
+            except (BackendError, Cancelled):
                 raise
             except (ValueError, RuntimeError, NativeError) as error:
                 raise BackendError(f"{self.name}: llama.cpp failed: {error}") from error
@@ -286,6 +289,31 @@ class LlamaCppBackend:
                 cached_tokens=cached,
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
+
+    def _read_prompt(self, chat: list[dict], cancel: threading.Event) -> int | None:
+        """Read the prompt of `chat` into the KV cache in slices, all but its last token (which
+        generation reads again for its logits), so that generation finds it cached. The number of
+        its tokens that were cached before; None when it does not fit the context (generation then
+        says so)."""
+        try:
+            tokens = chat_prompt_tokens(self.llm, chat)
+            if len(tokens) > self.llm.n_ctx():
+                return None
+            # Never the whole prompt: generation would then sample from the logits left by
+            # whatever was decoded last.
+            cached = self.llm.n_tokens = min(keep_cached_prefix(self.llm, tokens), len(tokens) - 1)
+            self._read_slices(tokens[cached:-1], cancel)
+        except Cancelled:
+            raise
+        except (ValueError, RuntimeError, NativeError) as error:
+            raise BackendError(f"{self.name}: llama.cpp failed: {error}") from error
+        return cached
+
+    def _read_slices(self, tokens: list[int], cancel: threading.Event | None) -> None:
+        for start in range(0, len(tokens), PROMPT_SLICE_TOKENS):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"cancelled after reading {start} of {len(tokens)} prompt tokens")
+            self.llm.eval(tokens[start : start + PROMPT_SLICE_TOKENS])
 
     def prompt_state(self, messages: list[ChatMessage], max_tokens: int) -> np.ndarray:
         """The model's final hidden state after the last `max_tokens` tokens of the chat prompt
