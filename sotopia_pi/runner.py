@@ -559,30 +559,14 @@ class EpisodeRunner:
         by_human = isinstance(backend, HumanBackend)
         messages = messages_for_turn(self.names[side], self.views[side], self.turns, self.names, side)
         self.events.turn_started(self.episode.id, index, side, by_human)
-        retries = 0 if by_human else int(self.settings.get("echo_retries", DEFAULT_ECHO_RETRIES))
         started = time.perf_counter()
-        kept: _Answer | None = None
-        answers, latency_ms = 0, 0.0
         try:
-            for attempt in range(retries + 1):
-                try:
-                    answer = self._answer(index, side, backend, messages, attempt)
-                except Cancelled:
-                    return None
-                except BackendError:
-                    if kept is None:
-                        raise
-                    log.warning("turn %d: asking again after a repeated line failed; keeping the first answer", index)
-                    break
-                answers += 1
-                latency_ms += answer.completion.latency_ms or 0.0
-                if kept is None or answer.similarity < kept.similarity:
-                    kept = answer
-                if answer.echo is None:
-                    break
+            asked = self._ask(index, side, backend, messages)
         finally:
             self._current_side = None
-        assert kept is not None
+        if asked is None:
+            return None
+        kept, answers, latency_ms = asked
         turn = Turn(
             episode_id=self.episode.id,
             index=index,
@@ -606,6 +590,35 @@ class EpisodeRunner:
         self.turns.append(turn)
         self.events.turn_committed(turn)
         return turn
+
+    def _ask(
+        self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage]
+    ) -> tuple[_Answer, int, float] | None:
+        """`side`'s answer, asked for again (up to `echo_retries` times) while it repeats an
+        earlier line: the least repetitive answer, how many answers were given and their total
+        time in ms. None when the turn was cancelled (a takeover); a failure of the first call is
+        raised, a failure of a later one keeps the answers already given."""
+        retries = 0 if isinstance(backend, HumanBackend) else int(self.settings.get("echo_retries", DEFAULT_ECHO_RETRIES))
+        kept: _Answer | None = None
+        answers, latency_ms = 0, 0.0
+        for attempt in range(retries + 1):
+            try:
+                answer = self._answer(index, side, backend, messages, attempt)
+            except Cancelled:
+                return None
+            except BackendError:
+                if kept is None:
+                    raise
+                log.warning("turn %d: asking again after a repeated line failed; keeping the answer given", index)
+                break
+            answers += 1
+            latency_ms += answer.completion.latency_ms or 0.0
+            if kept is None or answer.similarity < kept.similarity:
+                kept = answer
+            if answer.echo is None:
+                break
+        assert kept is not None
+        return kept, answers, latency_ms
 
     def _answer(self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage], attempt: int) -> _Answer:
         """One answer from `side`'s backend, streamed to the screens and the live judge, parsed,
