@@ -71,19 +71,19 @@ def scenario_sets(store) -> dict[str, list[str]]:
     }
 
 
-def play(store, scenario_id: str, model: str, seed: int, max_turns: int, echo_retries: int | None = None, **backend_options):
+def play(store, scenario_id: str, model: str, seed: int, max_turns: int, ask_again: int | None = None, **backend_options):
     """One episode, both sides `model` (seeds seed and seed+1), no judge: (episode, turns).
-    `echo_retries` None: the runner's default."""
+    `ask_again` None: the runner's default."""
     from sotopia_pi.backends import create_backend
     from sotopia_pi.casting import choose_characters
-    from sotopia_pi.runner import DEFAULT_ECHO_RETRIES, EpisodeSetup, run_episode
+    from sotopia_pi.runner import DEFAULT_ASK_AGAIN, EpisodeSetup, run_episode
 
     agents = choose_characters(store, scenario_id, None, None)
     backends = {side: create_backend(model, seed=seed + side, n_threads=2, **backend_options) for side in (0, 1)}
     setup = EpisodeSetup(
         scenario_id=scenario_id, agent_ids=agents, agent_models=(model, model), judge_model="",
         max_turns=max_turns, live_eval=False,
-        echo_retries=DEFAULT_ECHO_RETRIES if echo_retries is None else echo_retries,
+        ask_again=DEFAULT_ASK_AGAIN if ask_again is None else ask_again,
     )  # fmt: skip
     try:
         episode = run_episode(store, setup, backends=backends)
@@ -94,7 +94,7 @@ def play(store, scenario_id: str, model: str, seed: int, max_turns: int, echo_re
 
 
 def episode_figures(store, scenarios: list[str], model: str, per_scenario: int, max_turns: int) -> dict:
-    from sotopia_pi.repetition import echo_share
+    from sotopia_pi.line_checks import echo_share
 
     lengths, latencies, transcripts, echoes = [], [], {}, [0, 0]
     for scenario_id in scenarios:

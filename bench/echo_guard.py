@@ -1,10 +1,10 @@
-"""How much the runner's echo guard cuts repeated lines, and what it costs in turn time.
+"""How much asking the model again cuts repeated lines and role slips, and what it costs in turn time.
 
     .venv/bin/python bench/echo_guard.py [--model NAME] [--max-turns 20] [--scenarios 9]
 
 Plays the held-out library scenarios (the expert corpus's held-out split) with the default
 embedded agent (SmolLM2 with the shipped agent adapter; `--model embedded-base` for the bare
-model) on both sides, no judge, same seeds, once with the guard off (echo_retries 0) and once on
+model) on both sides, no judge, same seeds, once with the guard off (ask_again 0) and once on
 (the default, 2), and prints for each:
 
 - lines that repeat an earlier line (the guard's own test: word-sequence ratio or shared
@@ -12,7 +12,8 @@ model) on both sides, no judge, same seeds, once with the guard off (echo_retrie
 - repeated trigrams: the share of all word trigrams of the episode's lines that had already
   been said in it (a measure the guard does not optimise), with the expert corpus's held-out
   episodes as the reference;
-- turns asked for again, and turns whose kept line still repeats one;
+- spoken lines out of role (a side speaking to itself by name, or calling itself by the other's);
+- turns asked for again, and turns whose kept line is still faulty;
 - mean number of turns, share ending before turn 4, mean turn time.
 """
 
@@ -29,7 +30,7 @@ from agent_quality import AGENT_ADAPTER, open_store, play, scenario_sets, setup_
 
 
 def repeated_trigram_share(turns) -> tuple[int, int]:
-    from sotopia_pi.repetition import words
+    from sotopia_pi.line_checks import words
 
     seen: set[tuple[str, ...]] = set()
     repeated = total = 0
@@ -42,17 +43,31 @@ def repeated_trigram_share(turns) -> tuple[int, int]:
     return repeated, total
 
 
-def figures(episodes: list[list]) -> dict:
-    from sotopia_pi.repetition import echo_share
+def role_slip_share(store, episode, turns) -> tuple[int, int]:
+    from sotopia_pi.episode import ActionType
+    from sotopia_pi.line_checks import role_slip
 
-    echoes = [echo_share(turns) for turns in episodes]
-    trigrams = [repeated_trigram_share(turns) for turns in episodes]
+    names = [store.character(c).name for c in episode.agent_ids]
+    spoken = [t for t in turns if t.action_type == ActionType.speak]
+    return sum(role_slip(t.argument, names[t.agent], names[1 - t.agent]) is not None for t in spoken), len(spoken)
+
+
+def share(pairs: list[tuple[int, int]]) -> float:
+    return sum(a for a, _ in pairs) / max(sum(b for _, b in pairs), 1)
+
+
+def figures(store, played: list) -> dict:
+    """`played`: (episode, turns) pairs."""
+    from sotopia_pi.line_checks import echo_share
+
+    episodes = [turns for _, turns in played]
     turns = [t for episode in episodes for t in episode]
     return {
-        "echo": sum(a for a, _ in echoes) / max(sum(b for _, b in echoes), 1),
-        "trigrams": sum(a for a, _ in trigrams) / max(sum(b for _, b in trigrams), 1),
+        "echo": share([echo_share(t) for t in episodes]),
+        "slips": share([role_slip_share(store, e, t) for e, t in played]),
+        "trigrams": share([repeated_trigram_share(t) for t in episodes]),
         "asked_again": sum(t.resamples > 0 for t in turns) / max(len(turns), 1),
-        "still_echoing": sum(t.echoes is not None for t in turns) / max(len(turns), 1),
+        "still_faulty": sum(t.echoes is not None or bool(t.role_slip) for t in turns) / max(len(turns), 1),
         "mean_turns": statistics.mean(len(e) for e in episodes),
         "early": sum(len(e) < 4 for e in episodes) / len(episodes),
         "turn_s": statistics.mean(t.latency_ms for t in turns) / 1000 if turns else 0.0,
@@ -72,29 +87,29 @@ def main() -> None:
     store = open_store()
     scenarios = scenario_sets(store)["held-out library"][: options.scenarios]
     expert = [
-        store.turns(e.id)
+        (e, store.turns(e.id))
         for e in store.episodes()
         if "split:heldout" in e.tags and "quality:expert" in e.tags and e.scenario_id in scenarios
     ]
-    reference = figures(expert)
+    reference = figures(store, expert)
     print(
         f"{len(scenarios)} held-out library scenarios, {Path(options.model).name} on both sides, max {options.max_turns} turns"
     )
     print(
         f"expert corpus ({len(expert)} held-out episodes): lines repeating an earlier one {reference['echo']:.1%}, "
-        f"repeated trigrams {reference['trigrams']:.1%}"
+        f"spoken lines out of role {reference['slips']:.1%}, repeated trigrams {reference['trigrams']:.1%}"
     )
     for retries in (0, 2):
         played = [
-            play(store, sid, options.model, seed=1000, max_turns=options.max_turns, echo_retries=retries)[1]
+            play(store, sid, options.model, seed=1000, max_turns=options.max_turns, ask_again=retries)
             for sid in scenarios
         ]
-        f = figures(played)
+        f = figures(store, played)
         print(
-            f"echo_retries={retries}: lines repeating an earlier one {f['echo']:.1%}, repeated trigrams "
-            f"{f['trigrams']:.1%}, turns asked again {f['asked_again']:.0%}, kept line still repeating "
-            f"{f['still_echoing']:.0%}; mean turns {f['mean_turns']:.1f}, ended before turn 4 {f['early']:.0%}, "
-            f"mean turn {f['turn_s']:.2f} s"
+            f"ask_again={retries}: lines repeating an earlier one {f['echo']:.1%}, spoken lines out of role "
+            f"{f['slips']:.1%}, repeated trigrams {f['trigrams']:.1%}, turns asked again {f['asked_again']:.0%}, "
+            f"kept line still faulty {f['still_faulty']:.0%}; mean turns {f['mean_turns']:.1f}, ended before turn 4 "
+            f"{f['early']:.0%}, mean turn {f['turn_s']:.2f} s"
         )
     print(f"(total {time.perf_counter() - started:.0f} s)")
 

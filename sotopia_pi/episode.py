@@ -111,10 +111,15 @@ class Turn(BaseModel):
     prompt: list[ChatMessage] = Field(default_factory=list)
     raw_output: str = ""
     parse_note: str = ""
-    resamples: int = Field(0, ge=0, description="answers asked for again because they repeated an earlier line")
-    echoes: int | None = Field(
-        None, description="the earlier turn this one still repeats, when every answer asked for did; None for a fresh line"
+    refused: list[str] = Field(
+        default_factory=list,
+        description="what was wrong with each answer the model gave for this turn that was not kept "
+        "(it repeated an earlier turn, or slipped out of role); the model was asked again after the first",
     )
+    echoes: int | None = Field(
+        None, description="the earlier turn the kept line still repeats (every answer did); None for a fresh line"
+    )
+    role_slip: str = Field("", description="how the kept line still slips out of role (every answer did); '' for none")
     latency_ms: float = 0.0
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -133,6 +138,11 @@ class Turn(BaseModel):
     @property
     def action(self) -> AgentAction:
         return AgentAction(action_type=self.action_type, argument=self.argument)
+
+    @property
+    def resamples(self) -> int:
+        """How many more answers the model was asked for."""
+        return len(self.refused)
 
 
 class Episode(BaseModel):

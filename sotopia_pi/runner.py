@@ -51,20 +51,20 @@ from .episode import (
 )
 from .errors import SotopiaError
 from .judge import JUDGE_SAMPLING, Judge, LiveEvaluator, load_dimension_set
+from .line_checks import Echo, echo_of, role_slip
 from .model_text import clean_text
 from .profiles import Character, Scenario
 from .prompts import messages_for_turn, parse_action, partial_argument
-from .repetition import Echo, echo_of
 from .score_head import shipped_score_head
 from .store import Store, leases
 from .visibility import HINT_TAGS, agent_view
 
 DEFAULT_MAX_TURNS = 20
 DEFAULT_STALE_LIMIT = 2
-# A model's line that repeats one already said is asked for again, this many times at most, each
-# a little hotter; the least repetitive answer is kept (bench/echo_guard.py measures the effect).
-DEFAULT_ECHO_RETRIES = 2
-ECHO_RETRY_HEAT = 0.3
+# A model's line that repeats one already said, or slips out of role, is asked for again, this many
+# times at most, each a little hotter; the least faulty answer is kept (bench/echo_guard.py).
+DEFAULT_ASK_AGAIN = 2
+ASK_AGAIN_HEAT = 0.3
 LLAMA_KINDS = {"embedded", "embedded-base", "gguf", "catalog"}
 LIVE_CLOSE_TIMEOUT_S = 20  # how long the end of an episode waits for the last live score
 
@@ -112,7 +112,7 @@ class EpisodeSetup:
     stale_limit: int = DEFAULT_STALE_LIMIT
     temperature: float = 0.7
     max_tokens: int = 200
-    echo_retries: int = DEFAULT_ECHO_RETRIES
+    ask_again: int = DEFAULT_ASK_AGAIN
     dimension_set: str = "sotopia"
     tags: tuple[str, ...] = ()
 
@@ -141,7 +141,7 @@ def new_episode(store: Store, setup: EpisodeSetup) -> Episode:
             "stale_limit": setup.stale_limit,
             "temperature": setup.temperature,
             "max_tokens": setup.max_tokens,
-            "echo_retries": setup.echo_retries,
+            "ask_again": setup.ask_again,
             "dimension_set": setup.dimension_set,
         },
     )
@@ -566,7 +566,7 @@ class EpisodeRunner:
             self._current_side = None
         if asked is None:
             return None
-        kept, answers, latency_ms = asked
+        kept, refused, latency_ms = asked
         turn = Turn(
             episode_id=self.episode.id,
             index=index,
@@ -579,8 +579,9 @@ class EpisodeRunner:
             prompt=messages,
             raw_output=kept.raw_output,
             parse_note=kept.note,
-            resamples=answers - 1,
+            refused=refused,
             echoes=kept.echo.turn_index if kept.echo is not None else None,
+            role_slip=kept.slip or "",
             latency_ms=latency_ms or (time.perf_counter() - started) * 1000,
             prompt_tokens=kept.completion.prompt_tokens,
             cached_tokens=kept.completion.cached_tokens,
@@ -593,36 +594,36 @@ class EpisodeRunner:
 
     def _ask(
         self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage]
-    ) -> tuple[_Answer, int, float] | None:
-        """`side`'s answer, asked for again (up to `echo_retries` times) while it repeats an
-        earlier line: the least repetitive answer, how many answers were given and their total
-        time in ms. None when the turn was cancelled (a takeover); a failure of the first call is
-        raised, a failure of a later one keeps the answers already given."""
-        retries = 0 if isinstance(backend, HumanBackend) else int(self.settings.get("echo_retries", DEFAULT_ECHO_RETRIES))
-        kept: _Answer | None = None
-        answers, latency_ms = 0, 0.0
+    ) -> tuple[_Answer, list[str], float] | None:
+        """`side`'s answer, asked for again (up to `ask_again` times) while it repeats an
+        earlier line or slips out of role: the least faulty answer, what was wrong with each of
+        the others, and the answers' total time in ms. None when the turn was cancelled (a
+        takeover); a failure of the first call is raised, a failure of a later one keeps the
+        answers already given."""
+        retries = 0 if isinstance(backend, HumanBackend) else int(self.settings.get("ask_again", DEFAULT_ASK_AGAIN))
+        answers: list[_Answer] = []
+        latency_ms = 0.0
         for attempt in range(retries + 1):
             try:
                 answer = self._answer(index, side, backend, messages, attempt)
             except Cancelled:
                 return None
             except BackendError:
-                if kept is None:
+                if not answers:
                     raise
                 log.warning("turn %d: asking again after a repeated line failed; keeping the answer given", index)
                 break
-            answers += 1
+            answers.append(answer)
             latency_ms += answer.completion.latency_ms or 0.0
-            if kept is None or answer.similarity < kept.similarity:
-                kept = answer
-            if answer.echo is None:
+            if not answer.problem:
                 break
-        assert kept is not None
-        return kept, answers, latency_ms
+        kept = min(answers, key=_Answer.badness)
+        refused = [a.problem for a in answers if a is not kept]
+        return kept, refused, latency_ms
 
     def _answer(self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage], attempt: int) -> _Answer:
         """One answer from `side`'s backend, streamed to the screens and the live judge, parsed,
-        and checked against the lines already said. Attempt k > 0 samples k·ECHO_RETRY_HEAT hotter."""
+        and checked against the lines already said. Attempt k > 0 samples k·ASK_AGAIN_HEAT hotter."""
         by_human = isinstance(backend, HumanBackend)
         streamed: list[str] = []
 
@@ -634,7 +635,7 @@ class EpisodeRunner:
             if live is not None and not by_human:  # the live judge reads the turn as it comes
                 live.turn_streaming(self.turns, index, side, so_far)
 
-        temperature = float(self.settings.get("temperature", 0.7)) + attempt * ECHO_RETRY_HEAT
+        temperature = float(self.settings.get("temperature", 0.7)) + attempt * ASK_AGAIN_HEAT
         completion = backend.complete(
             messages,
             schema=action_json_schema(),
@@ -645,8 +646,11 @@ class EpisodeRunner:
         )
         raw_output = clean_text(completion.text or "")
         action, note = parse_action(raw_output)
-        echo = None if by_human or action.action_type in (ActionType.none, ActionType.leave) else echo_of(action.argument, self.turns)
-        return _Answer(completion, raw_output, action, note, echo)
+        if by_human or action.action_type in (ActionType.none, ActionType.leave):
+            return _Answer(completion, raw_output, action, note, None, None)
+        echo = echo_of(action.argument, self.turns)
+        slip = role_slip(action.argument, self.names[side], self.names[1 - side]) if action.action_type == ActionType.speak else None
+        return _Answer(completion, raw_output, action, note, echo, slip)
 
     def _adapter_played(self, side: int, backend: ChatBackend) -> str:
         """The adapter a backend runs now (a swapping backend knows it exactly, its registered
@@ -728,10 +732,18 @@ class _Answer:
     action: AgentAction
     note: str
     echo: Echo | None
+    slip: str | None
 
     @property
-    def similarity(self) -> float:
-        return self.echo.similarity if self.echo is not None else 0.0
+    def problem(self) -> str:
+        """What is wrong with this answer ('' for nothing): a role slip, else the line repeated."""
+        if self.slip:
+            return self.slip
+        return f"repeats turn #{self.echo.turn_index}" if self.echo is not None else ""
+
+    def badness(self) -> tuple[bool, float]:
+        """Orders answers from best: a role slip is worse than any echo, a closer echo worse than a looser one."""
+        return (self.slip is not None, self.echo.similarity if self.echo is not None else 0.0)
 
 
 def _specs_of(episode: Episode) -> list[ModelSpec]:

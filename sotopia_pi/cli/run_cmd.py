@@ -16,7 +16,7 @@ from ..casting import choose_characters
 from ..episode import ACTION_TYPES, ActionType, AgentAction, ChatMessage, Episode, EpisodeStatus, Turn
 from ..episode_list import EpisodeFilter
 from ..errors import SotopiaError
-from ..runner import DEFAULT_ECHO_RETRIES, EpisodeError, EpisodeSetup, RunnerEvents, new_episode
+from ..runner import DEFAULT_ASK_AGAIN, EpisodeError, EpisodeSetup, RunnerEvents, new_episode
 from ..session import RunnerSession
 from ..store import NotFound, Store
 from ..store.leases import EpisodeBusy, pause_interrupted
@@ -93,8 +93,9 @@ def episode_document(store: Store, episode: Episode) -> dict:
                 "cached_tokens": t.cached_tokens,
                 "completion_tokens": t.completion_tokens,
                 "parse_note": t.parse_note,
-                "resamples": t.resamples,
+                "refused": t.refused,
                 "echoes": t.echoes,
+                "role_slip": t.role_slip,
             }
             for t in store.turns(episode.id)
         ],
@@ -233,9 +234,9 @@ def run(
         bool | None, typer.Option("--live-eval/--no-live-eval", help="[default: from settings]")
     ] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.7,
-    echo_retries: Annotated[
-        int, typer.Option(min=0, help="times a model is asked again when it repeats an earlier line (0: never)")
-    ] = DEFAULT_ECHO_RETRIES,
+    ask_again: Annotated[
+        int, typer.Option(min=0, help="times a model is asked again for a line that repeats an earlier one or slips out of role (0: never)")
+    ] = DEFAULT_ASK_AGAIN,
     tag: Annotated[list[str] | None, typer.Option(help="tag the episode (repeatable)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the episode as one JSON document")] = False,
 ) -> None:
@@ -256,7 +257,7 @@ def run(
                 max_turns=settings.max_turns if max_turns is None else max_turns,
                 live_eval=settings.live_eval if live_eval is None else live_eval,
                 temperature=temperature,
-                echo_retries=echo_retries,
+                ask_again=ask_again,
                 tags=tuple(tag or ()),
             )
             episode = new_episode(store, setup)

@@ -211,9 +211,11 @@ def turn_details(turn: Turn) -> Text:
     )
     if turn.parse_note:
         text.append(f"parse note: {turn.parse_note}\n", style="yellow")
-    if turn.resamples:
-        repeated = f"; the kept answer still repeats turn #{turn.echoes}" if turn.echoes is not None else ""
-        text.append(f"asked again {turn.resamples}x: the model repeated an earlier line{repeated}\n", style="yellow")
+    if turn.refused:
+        text.append(f"asked again {turn.resamples}x; answers not kept: {'; '.join(turn.refused)}\n", style="yellow")
+    faults = ([f"repeats turn #{turn.echoes}"] if turn.echoes is not None else []) + [turn.role_slip] * bool(turn.role_slip)
+    if faults:
+        text.append(f"kept as the least faulty answer: {'; '.join(faults)}\n", style="yellow")
     if turn.raw_output and not turn.by_human:
         text.append("raw output: ", style="dim")
         text.append(f"{turn.raw_output}\n")

@@ -1,4 +1,5 @@
-"""Repeated lines: how they are told apart from fresh ones, and how the runner asks again."""
+"""Repeated lines and role slips: how they are told apart from good lines, and how the runner
+asks the model again for them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import pytest
 
 from sotopia_pi.backends.replay import ReplayBackend
 from sotopia_pi.episode import ActionType, Turn
+from sotopia_pi.library import load_library
 from sotopia_pi.library.expert_corpus import load_corpus
-from sotopia_pi.repetition import ECHO_THRESHOLD, echo_of, echo_share, line_similarity
-from sotopia_pi.runner import ECHO_RETRY_HEAT, EpisodeRunner, new_episode
+from sotopia_pi.line_checks import ECHO_THRESHOLD, echo_of, echo_share, line_similarity, role_slip
+from sotopia_pi.runner import ASK_AGAIN_HEAT, EpisodeRunner, new_episode
 from sotopia_pi.store import Store
 
 from .factories import action, judge_answer, seed_store
@@ -72,6 +74,50 @@ def test_no_line_of_the_expert_corpus_counts_as_an_echo():
     assert checked > 1500 and echoes == 0
 
 
+@pytest.mark.parametrize(
+    "line, slip",
+    [
+        ("Cheers, Lucia. I'll ring the removal firm today.", "speaks to itself by name (Lucia)"),
+        ("Lucia, I can't believe you're here.", "speaks to itself by name (Lucia)"),
+        ("I'll be ready for you, Lucia.", "speaks to itself by name (Lucia)"),
+        ("I'm Gwen, and I'll pay you today.", "calls itself Gwen"),
+        ("My name is Gwen, too.", "calls itself Gwen"),
+    ],
+)
+def test_speaking_to_oneself_by_name_or_taking_the_others_name_is_a_slip(line, slip):
+    assert role_slip(line, "Lucia Vidal", "Gwen Pierce") == slip
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Hi, Lucia Vidal from the ninth floor. Sorry to catch you on the doorstep.",
+        "Lucia, please. Nobody calls me Mrs Vidal.",
+        "Lucia Vidal, from the residents' committee.",
+        "I'm Lucia. Thanks for coming, Gwen.",
+        "Lucia. It's the urn, the forms are over there.",
+    ],
+)
+def test_introductions_and_speaking_to_the_other_are_not_slips(line):
+    assert role_slip(line, "Lucia Vidal", "Gwen Pierce") is None
+
+
+def test_two_sides_with_one_first_name_never_slip():
+    assert role_slip("Thanks, Sam.", "Sam Rivera", "Sam Okoro") is None
+
+
+def test_no_line_of_the_expert_corpus_slips_out_of_role():
+    names = {character.id: character.name for character in load_library().characters}
+    slips = [
+        (entry.episode.id, index)
+        for entry in load_corpus()
+        for index, turn in enumerate(entry.episode.turns)
+        if turn.action_type == ActionType.speak
+        and role_slip(turn.argument, names[entry.episode.agents[index % 2]], names[entry.episode.agents[1 - index % 2]])
+    ]
+    assert slips == []
+
+
 class RecordingReplay(ReplayBackend):
     def __init__(self, outputs, name):
         super().__init__(outputs, name)
@@ -106,7 +152,7 @@ def test_a_repeated_line_is_asked_for_again_hotter_and_the_fresh_answer_kept(sto
     turns, side_b = play_two_turns(store, [action("speak", ECHO), action("speak", OPENING), action("speak", fresh)])
     assert turns[1].argument == fresh
     assert (turns[1].resamples, turns[1].echoes) == (2, None)
-    assert side_b.temperatures == pytest.approx([0.7, 0.7 + ECHO_RETRY_HEAT, 0.7 + 2 * ECHO_RETRY_HEAT])
+    assert side_b.temperatures == pytest.approx([0.7, 0.7 + ASK_AGAIN_HEAT, 0.7 + 2 * ASK_AGAIN_HEAT])
     assert fresh in turns[1].raw_output
 
 
@@ -123,6 +169,18 @@ def test_a_failure_while_asking_again_keeps_the_answer_already_given(store: Stor
     assert turns[1].argument == ECHO and turns[1].echoes == 0 and turns[1].resamples == 0
 
 
-def test_echo_retries_zero_turns_the_guard_off(store: Store):
-    turns, side_b = play_two_turns(store, [action("speak", ECHO)], echo_retries=0)
+def test_ask_again_zero_turns_the_guard_off(store: Store):
+    turns, side_b = play_two_turns(store, [action("speak", ECHO)], ask_again=0)
     assert turns[1].argument == ECHO and len(side_b.temperatures) == 1
+
+
+def test_a_line_out_of_role_is_asked_for_again_and_a_slip_is_worse_than_an_echo(store: Store):
+    to_herself = "Thanks, Tomas. Forty is low for tyres this new."
+    echo = "I can do forty for the bike if you throw in the lock."
+    turns, _ = play_two_turns(store, [action("speak", to_herself), action("speak", echo), action("speak", to_herself)])
+    assert turns[1].argument == echo  # every answer was faulty: the echo beats the slips
+    assert turns[1].refused == ["speaks to itself by name (Tomas)", "speaks to itself by name (Tomas)"]
+    assert (turns[1].echoes, turns[1].role_slip) == (0, "")
+    fresh = "Forty is low when the tyres are new."
+    turns, _ = play_two_turns(store, [action("speak", "I'm Ines, and forty is low."), action("speak", fresh)])
+    assert turns[1].argument == fresh and turns[1].refused == ["calls itself Ines"]

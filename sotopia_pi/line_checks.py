@@ -1,13 +1,16 @@
-"""Telling when a model's line repeats one already said in the episode (pure functions).
+"""Two slips of small models the runner asks again for (pure functions; they only measure).
 
-Small models fall into loops in long episodes: each side starts handing back the other's last
-line, or its own, with a word changed. The runner asks the model again when a new line is an
-echo (`echo_of`); these functions only measure.
+Echoes (`echo_of`): in long episodes each side starts handing back the other's last line, or its
+own, with a word changed.
 
 A line echoes an earlier one when, word for word, it is mostly the same line
 (difflib's ratio on the word sequences) or mostly made of the earlier line's phrases (the
 share of its word trigrams found in the earlier line). Short lines ("Yes, fine.") are left
 alone: people do repeat those.
+
+Role slips (`role_slip`): a side speaks to itself by its own first name ("Thanks, Lucia." said by
+Lucia) or calls itself by the other's ("I'm Finnegan" said by Gwen). Introductions ("Sol
+Ferreira, from the ninth floor", "Samir, please") are not slips.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .episode import ActionType, Turn
 ECHO_THRESHOLD = 0.7  # no line of the expert corpus reaches it; 14% of the adapter's lines did
 MIN_WORDS = 4
 _WORD = re.compile(r"[a-z0-9']+")
+_OPENERS = r"(?:hey|hi|hello|thanks|thank you|cheers|dear|oh|ah|look|listen|sorry|please|yes|no|okay|ok|right|well)"
 
 
 class Echo(BaseModel):
@@ -75,3 +79,22 @@ def echo_share(turns: Sequence[Turn], threshold: float = ECHO_THRESHOLD) -> tupl
         checked += 1
         echoes += echo_of(turn.argument, turns[:position], threshold) is not None
     return echoes, checked
+
+
+def role_slip(argument: str, own_name: str, other_name: str) -> str | None:
+    """What is out of role in `argument`, said by `own_name` to `other_name` (full names), or
+    None. Only speech is checked; a first name shared by both sides is never a slip."""
+    own, other = own_name.split()[0] if own_name.split() else "", other_name.split()[0] if other_name.split() else ""
+    if not own or not other or own.lower() == other.lower():
+        return None
+    text, mine, theirs = argument.replace("\u2019", "'"), re.escape(own), re.escape(other)
+    if re.search(rf"\b(?:i'm|i am|my name is|my name's)\s+{theirs}\b", text, re.IGNORECASE):
+        return f"calls itself {other}"
+    introduction = r"(?!(?:\s+[\w'-]+)?,?\s+from\b)"  # "Hi, Sol Ferreira from the ninth floor"
+    if (
+        re.search(rf"\b{_OPENERS},?\s+{mine}\b{introduction}", text, re.IGNORECASE)
+        or re.search(rf",\s*{mine}\s*[.!?]", text)
+        or re.search(rf"^{mine},\s+(?!from\b|please\b)", text)
+    ):
+        return f"speaks to itself by name ({own})"
+    return None
