@@ -184,3 +184,21 @@ def test_a_line_out_of_role_is_asked_for_again_and_a_slip_is_worse_than_an_echo(
     fresh = "Forty is low when the tyres are new."
     turns, _ = play_two_turns(store, [action("speak", "I'm Ines, and forty is low."), action("speak", fresh)])
     assert turns[1].argument == fresh and turns[1].refused == ["calls itself Ines"]
+
+
+def test_the_inspector_says_why_a_turn_was_asked_for_again():
+    from tui.screens.inspector import turn_details
+
+    turn = Turn(
+        episode_id="e",
+        index=3,
+        agent=1,
+        action_type=ActionType.speak,
+        argument="Forty, then.",
+        refused=["repeats turn #1", "speaks to itself by name (Tomas)"],
+        echoes=1,
+    )
+    text = turn_details(turn).plain
+    assert "asked again 2x; answers not kept: repeats turn #1; speaks to itself by name (Tomas)" in text
+    assert "kept as the least faulty answer: repeats turn #1" in text
+    assert "asked again" not in turn_details(turn.model_copy(update={"refused": [], "echoes": None})).plain
