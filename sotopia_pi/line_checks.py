@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from .episode import ActionType, Turn
 
-ECHO_THRESHOLD = 0.7  # no line of the expert corpus reaches it; 14% of the adapter's lines did
+ECHO_THRESHOLD = 0.7  # no line of the expert corpus reaches it; 13% of the adapter's lines did
 MIN_WORDS = 4
 _WORD = re.compile(r"[a-z0-9']+")
 _OPENERS = r"(?:hey|hi|hello|thanks|thank you|cheers|dear|oh|ah|look|listen|sorry|please|yes|no|okay|ok|right|well)"
@@ -82,8 +82,8 @@ def echo_share(turns: Sequence[Turn], threshold: float = ECHO_THRESHOLD) -> tupl
 
 
 def role_slip(argument: str, own_name: str, other_name: str) -> str | None:
-    """What is out of role in `argument`, said by `own_name` to `other_name` (full names), or
-    None. Only speech is checked; a first name shared by both sides is never a slip."""
+    """What is out of role in `argument`, spoken by `own_name` to `other_name` (full names), or
+    None. A first name both sides share is never a slip."""
     own, other = own_name.split()[0] if own_name.split() else "", other_name.split()[0] if other_name.split() else ""
     if not own or not other or own.lower() == other.lower():
         return None
@@ -93,7 +93,7 @@ def role_slip(argument: str, own_name: str, other_name: str) -> str | None:
     introduction = r"(?!(?:\s+[\w'-]+)?,?\s+from\b)"  # "Hi, Sol Ferreira from the ninth floor"
     if (
         re.search(rf"\b{_OPENERS},?\s+{mine}\b{introduction}", text, re.IGNORECASE)
-        or re.search(rf",\s*{mine}\s*[.!?]", text)
+        or re.search(rf"(?<!\bme),\s*{mine}\s*[.!?]", text)  # but "It's me, Lucia."
         or re.search(rf"^{mine},\s+(?!from\b|please\b)", text)
     ):
         return f"speaks to itself by name ({own})"

@@ -611,7 +611,7 @@ class EpisodeRunner:
             except BackendError:
                 if not answers:
                     raise
-                log.warning("turn %d: asking again after a repeated line failed; keeping the answer given", index)
+                log.warning("turn %d: asking again for a faulty line failed; keeping the answers given", index)
                 break
             answers.append(answer)
             latency_ms += answer.completion.latency_ms or 0.0

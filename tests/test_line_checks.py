@@ -96,6 +96,7 @@ def test_speaking_to_oneself_by_name_or_taking_the_others_name_is_a_slip(line, s
         "Lucia Vidal, from the residents' committee.",
         "I'm Lucia. Thanks for coming, Gwen.",
         "Lucia. It's the urn, the forms are over there.",
+        "Open up, it's me, Lucia!",
     ],
 )
 def test_introductions_and_speaking_to_the_other_are_not_slips(line):
