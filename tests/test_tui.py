@@ -397,7 +397,9 @@ async def test_embedded_model_episode_with_takeover(store: Store):
         await wait_until(pilot, lambda: panel.your_turn and panel.side == 1, timeout=60, what="side 2's move")
         await pilot.press(*"I can pay 200.", "enter")
         await wait_until(pilot, lambda: len(store.turns(episode_id)) >= 2, timeout=30)
-        await pilot.press("ctrl+b")  # hands back the side whose move is owed: side 1
+        # ^b hands back the side the panel shows: wait until it shows the move owed next (side 1's)
+        await wait_until(pilot, lambda: panel.your_turn and panel.side == 0, timeout=60, what="side 1's move again")
+        await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: not screen.runner.is_human(0), timeout=60, what="side 1 handed back")
         # side 1's model plays turn 2; it may leave, which ends the episode before side 2 is owed
         await wait_until(pilot, lambda: (panel.display and panel.side == 1) or screen.finished, timeout=120, what="turn 2")
