@@ -84,7 +84,7 @@ def echo_share(turns: Sequence[Turn], threshold: float = ECHO_THRESHOLD) -> tupl
 def role_slip(argument: str, own_name: str, other_name: str) -> str | None:
     """What is out of role in `argument`, spoken by `own_name` to `other_name` (full names), or
     None. A first name both sides share is never a slip."""
-    own, other = own_name.split()[0] if own_name.split() else "", other_name.split()[0] if other_name.split() else ""
+    own, other = (own_name.split() or [""])[0], (other_name.split() or [""])[0]
     if not own or not other or own.lower() == other.lower():
         return None
     text, mine, theirs = argument.replace("\u2019", "'"), re.escape(own), re.escape(other)

@@ -561,7 +561,7 @@ class EpisodeRunner:
         self.events.turn_started(self.episode.id, index, side, by_human)
         started = time.perf_counter()
         try:
-            asked = self._ask(index, side, backend, messages)
+            asked = self._ask(index, side, backend, messages, by_human)
         finally:
             self._current_side = None
         if asked is None:
@@ -593,19 +593,19 @@ class EpisodeRunner:
         return turn
 
     def _ask(
-        self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage]
+        self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage], by_human: bool
     ) -> tuple[_Answer, list[str], float] | None:
         """`side`'s answer, asked for again (up to `ask_again` times) while it repeats an
         earlier line or slips out of role: the least faulty answer, what was wrong with each of
         the others, and the answers' total time in ms. None when the turn was cancelled (a
         takeover); a failure of the first call is raised, a failure of a later one keeps the
         answers already given."""
-        retries = 0 if isinstance(backend, HumanBackend) else int(self.settings.get("ask_again", DEFAULT_ASK_AGAIN))
+        retries = 0 if by_human else int(self.settings.get("ask_again", DEFAULT_ASK_AGAIN))
         answers: list[_Answer] = []
         latency_ms = 0.0
         for attempt in range(retries + 1):
             try:
-                answer = self._answer(index, side, backend, messages, attempt)
+                answer = self._answer(index, side, backend, messages, attempt, by_human)
             except Cancelled:
                 return None
             except BackendError:
@@ -621,10 +621,11 @@ class EpisodeRunner:
         refused = [a.problem for a in answers if a is not kept]
         return kept, refused, latency_ms
 
-    def _answer(self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage], attempt: int) -> _Answer:
+    def _answer(
+        self, index: int, side: int, backend: ChatBackend, messages: list[ChatMessage], attempt: int, by_human: bool
+    ) -> _Answer:
         """One answer from `side`'s backend, streamed to the screens and the live judge, parsed,
         and checked against the lines already said. Attempt k > 0 samples k·ASK_AGAIN_HEAT hotter."""
-        by_human = isinstance(backend, HumanBackend)
         streamed: list[str] = []
 
         def on_token(piece: str) -> None:
